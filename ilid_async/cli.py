@@ -1,0 +1,124 @@
+"""The commands: run, status, download."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from .config import STAGES, HttpSettings, load_config
+from .errors import UserError
+
+
+def _stages(value: str) -> list[str]:
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown stage {unknown[0] if unknown else '(none)'}; choose from {', '.join(STAGES)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ilid-async", description="Crawl web shops into a labelled language-image dataset.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the pipeline (all stages, or those named with --stages)")
+    run.add_argument("config", help="config.toml")
+    run.add_argument("--stages", type=_stages, default=list(STAGES),
+                     help=f"comma-separated stages to run: {','.join(STAGES)} (default: all). "
+                          "crawl = sitemaps, pages, pre-filter; label = LLM, post-filter, assemble")
+    run.add_argument("--replace-images", action="store_true", help="re-download existing images")
+
+    status = sub.add_parser("status", help="per-stage and per-host counts of a run (also while it runs)")
+    status.add_argument("config", help="config.toml")
+
+    dl = sub.add_parser("download", help="download and resize the images of an ILID dataset file")
+    dl.add_argument("--dataset", required=True, help="dataset JSON file (ILID format)")
+    dl.add_argument("--folder", required=True, help="images folder")
+    dl.add_argument("--image_width", type=int, default=512)
+    dl.add_argument("--image_height", type=int, default=512)
+    dl.add_argument("--replace", action="store_true", help="download images that already exist")
+    dl.add_argument("--dataset-downloaded", "--dataset_downloaded", dest="dataset_downloaded",
+                    help="write the entries whose image exists here (default: rewrite --dataset)")
+    dl.add_argument("--concurrency", type=int, default=32)
+    dl.add_argument("--allow-loopback", action="store_true",
+                    help="allow image URLs on 127.0.0.0/8 (local test shops)")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .pipeline import Pipeline
+    from .report import format_summary
+
+    cfg = load_config(args.config)
+    pipeline = Pipeline(cfg, args.stages, replace_images=args.replace_images)
+    try:
+        _event_loop_run(pipeline.run())
+        print(format_summary(pipeline.store))
+        if "dataset" in args.stages:
+            print(f"dataset: {cfg.dataset_path}  images: {cfg.images_dir}")
+    finally:
+        pipeline.store.close()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .report import format_summary
+    from .store import Store
+
+    cfg = load_config(args.config)
+    if not cfg.store_path.exists():
+        raise UserError(f"{cfg.store_path}: no run state yet (run `ilid-async run {args.config}` first)")
+    store = Store(cfg.store_path, readonly=True)
+    try:
+        print(format_summary(store))
+    finally:
+        store.close()
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .download import download_dataset
+
+    if args.image_width <= 0 or args.image_height <= 0:
+        raise UserError("--image_width and --image_height must be positive")
+    settings = HttpSettings(concurrency=args.concurrency, allow_loopback=args.allow_loopback)
+    report = _event_loop_run(download_dataset(
+        args.dataset, args.folder, width=args.image_width, height=args.image_height,
+        replace=args.replace, dataset_downloaded=args.dataset_downloaded, http_settings=settings))
+    failed = ", ".join(f"{k} {v}" for k, v in sorted(report.failed.items())) or "-"
+    print(f"entries {report.total}, downloaded {report.downloaded}, "
+          f"kept existing {report.skipped_existing}, failed: {failed}")
+    return 0
+
+
+def _event_loop_run(coro):
+    try:
+        import uvloop
+    except ImportError:  # uvloop is not on every platform; asyncio's loop works too
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"run": _run, "status": _status, "download": _download}
+    try:
+        return handlers[args.command](args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""config.toml + shops/*.toml + prompts/*.toml -> typed settings.
+
+Every table is a dataclass; every key has a default unless marked required. Unknown keys and
+wrong types are user errors that name the file and the dotted key, because a typo in a crawl
+config must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+DEMO_PLACEHOLDER = "{demo}"
+STAGES = ("crawl", "label", "images", "dataset")
+
+
+@dataclass
+class RunSettings:
+    dir: str = "runs/demo"  # run folder: state.sqlite, dataset file, images/
+    dataset: str = "ilid.json"  # dataset file name inside the run folder
+    shops: list[str] = field(default_factory=list)  # shop files, relative to the config file
+
+
+@dataclass
+class DemoSettings:
+    enabled: bool = False  # serve the bundled demo shop on loopback during the run
+    host: str = "127.0.0.1"
+    port: int = 8642  # fixed, so that image URLs (and so record ids) are the same every run
+    products: int = 320
+    seed: int = 7
+
+
+@dataclass
+class HttpSettings:
+    user_agent: str = "ilid-async/0.1 (language-image dataset crawler)"
+    concurrency: int = 32  # requests in flight over all hosts
+    per_host_concurrency: int = 8
+    per_host_rate: float = 0.0  # requests per second per host; 0 = no limit
+    connect_timeout: float = 10.0
+    timeout: float = 30.0  # total time for one request, body included
+    retries: int = 3  # extra attempts after the first for transient failures
+    backoff: float = 0.5  # first retry delay in seconds; doubles each time, with jitter
+    max_redirects: int = 5
+    max_page_bytes: int = 5_000_000
+    max_sitemap_bytes: int = 100_000_000  # after gzip decompression
+    max_image_bytes: int = 25_000_000
+    allow_loopback: bool = False  # fetch from 127.0.0.0/8 and ::1 (demo shop, tests)
+    allow_private: bool = False  # fetch from private, link-local and other internal ranges
+
+
+@dataclass
+class LlmSettings:
+    model: str = ""  # GGUF file; empty = the small demo model (a warning is printed)
+    prompt: str = "prompts/default.toml"
+    n_ctx: int = 2048
+    n_gpu_layers: int = 0  # -1 = offload every layer
+    n_threads: int = 0  # 0 = llama.cpp's choice
+    n_batch: int = 512
+    temperature: float = 0.0  # 0 = greedy, reproducible
+    top_p: float = 1.0
+    seed: int = 1234
+    debug_fraction: float = 1.0  # label only this fraction of records (0, 1]
+    max_input_chars: int = 1500  # longer page text is truncated (and counted)
+
+
+@dataclass
+class ImageSettings:
+    width: int = 512
+    height: int = 512
+    workers: int = 0  # processes for decode/resize/encode; 0 = number of cores
+    max_pixels: int = 50_000_000  # decoded size cap, checked from the header before decoding
+    png_compress_level: int = 6
+
+
+@dataclass
+class FilterSettings:
+    min_field_length: int = 4
+
+
+@dataclass
+class Selectors:
+    product: str = ""
+    image: str = ""
+    label: str = ""
+    data: str = ""
+
+
+@dataclass
+class ShopConfig:
+    source: str = ""
+    robots_urls: list[str] = field(default_factory=list)
+    sitemap_urls: list[str] = field(default_factory=list)
+    sitemap_follow: list[str] = field(default_factory=list)
+    sitemap_rules: list[list[str]] = field(default_factory=list)
+    allowed_domains: list[str] = field(default_factory=list)
+    accept_language: str = "en-US,en"
+    obey_robots: bool = True
+    image_endings: list[str] = field(default_factory=lambda: [".jpg"])
+    tradename_regex: str = ""
+    selectors: Selectors = field(default_factory=Selectors)
+    # Filled in by the loader, not read from the file.
+    name: str = ""
+    path: str = ""
+
+    def with_demo_url(self, base_url: str) -> ShopConfig:
+        """The same shop with ``{demo}`` replaced by the running demo server's URL."""
+
+        def sub(values: list[str]) -> list[str]:
+            return [v.replace(DEMO_PLACEHOLDER, base_url) for v in values]
+
+        return dataclasses.replace(
+            self, robots_urls=sub(self.robots_urls), sitemap_urls=sub(self.sitemap_urls)
+        )
+
+    def page_action(self, url: str) -> str | None:
+        """SPEC 1: the first sitemap rule whose regex matches the URL decides; None = not visited."""
+        for pattern, action in self._compiled_rules:
+            if pattern.search(url):
+                return action
+        return None
+
+    def follows_sitemap(self, url: str) -> bool:
+        return not self._compiled_follow or any(p.search(url) for p in self._compiled_follow)
+
+    @property
+    def _compiled_rules(self) -> list[tuple[re.Pattern, str]]:
+        return [(re.compile(regex), action) for regex, action in self.sitemap_rules]
+
+    @property
+    def _compiled_follow(self) -> list[re.Pattern]:
+        return [re.compile(regex) for regex in self.sitemap_follow]
+
+
+@dataclass
+class PromptConfig:
+    system: str = ""
+    user: str = ""
+    template: str = ""  # chat format with {system} and {user}, for models without a template
+    # Tokens each field may use; also fixes the order in which the fields are generated.
+    max_tokens: dict[str, int] = field(default_factory=dict)
+    path: str = ""
+
+
+@dataclass
+class Config:
+    run: RunSettings = field(default_factory=RunSettings)
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    llm: LlmSettings = field(default_factory=LlmSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
+    filters: FilterSettings = field(default_factory=FilterSettings)
+    # Loaded from the files named above, not keys of config.toml.
+    shops: list[ShopConfig] = field(default_factory=list)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    path: str = ""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.path).parent / self.run.dir
+
+    @property
+    def store_path(self) -> Path:
+        return self.run_dir / "state.sqlite"
+
+    @property
+    def dataset_path(self) -> Path:
+        return self.run_dir / self.run.dataset
+
+    @property
+    def images_dir(self) -> Path:
+        return self.run_dir / "images"
+
+
+LABEL_FIELDS = ("label_long", "label_short", "description", "material", "material_finish")
+_LOADER_FIELDS = {"name", "path", "shops", "prompt"}  # set by the loader, never read from TOML
+_ACTIONS = ("product", "ignore")
+
+
+class _KeyProblem(Exception):
+    """A problem at a dotted key, turned into a UserError naming the file by _build_file."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Check one TOML value against a dataclass field type; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _KeyProblem(key, "expected a table")
+        return _build(tp, value, key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise _KeyProblem(key, f"expected a list, got {type(value).__name__}")
+        return [_check_value(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise _KeyProblem(key, "expected a table")
+        return {k: _check_value(v, val_tp, _join(key, k)) for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
+        raise _KeyProblem(key, f"expected {_type_name(tp)}, got {type(value).__name__}")
+    return value
+
+
+def _build(cls: type, table: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)} - _LOADER_FIELDS
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise _KeyProblem(_join(prefix, key), "unknown key")
+        values[key] = _check_value(value, hints[key], _join(prefix, key))
+    return cls(**values)
+
+
+def _key(file: str, dotted: str) -> str:
+    return f"{file}: key '{dotted}'"
+
+
+def _read_toml(path: Path, what: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read {what} file ({e.strerror})") from None
+
+
+def _build_file(cls: type, table: dict, file: Path) -> Any:
+    """Build a dataclass from a whole file; errors read ``file: key 'a.b': problem``."""
+    try:
+        return _build(cls, table, "")
+    except _KeyProblem as e:
+        raise UserError(f"{_key(str(file), e.key)}: {e.problem}") from None
+
+
+def load_shop(path: Path) -> ShopConfig:
+    shop: ShopConfig = _build_file(ShopConfig, _read_toml(path, "shop"), path)
+    shop.name = path.stem
+    shop.path = str(path)
+    if not shop.source:
+        raise UserError(f"{_key(str(path), 'source')}: required (the dataset's source tag)")
+    if not shop.robots_urls and not shop.sitemap_urls:
+        raise UserError(f"{_key(str(path), 'sitemap_urls')}: give sitemap_urls or robots_urls")
+    for i, rule in enumerate(shop.sitemap_rules):
+        if len(rule) != 2 or rule[1] not in _ACTIONS:
+            raise UserError(
+                f"{_key(str(path), f'sitemap_rules[{i}]')}: expected [regex, action] with action "
+                f"one of {', '.join(_ACTIONS)}"
+            )
+    regex_keys = [(f"sitemap_rules[{i}]", r[0]) for i, r in enumerate(shop.sitemap_rules)]
+    regex_keys += [(f"sitemap_follow[{i}]", r) for i, r in enumerate(shop.sitemap_follow)]
+    regex_keys += [("tradename_regex", shop.tradename_regex)]
+    for key, regex in regex_keys:
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise UserError(f"{_key(str(path), key)}: bad regex ({e})") from None
+    from .extract import check_selector  # late import: config must load without HTML parsing
+
+    for name in ("product", "image", "label", "data"):
+        css = getattr(shop.selectors, name)
+        if not css:
+            raise UserError(f"{_key(str(path), 'selectors.' + name)}: required")
+        try:
+            check_selector(css)
+        except ValueError as e:
+            raise UserError(f"{_key(str(path), 'selectors.' + name)}: bad CSS selector ({e})") from None
+    return shop
+
+
+def load_prompt(path: Path) -> PromptConfig:
+    prompt: PromptConfig = _build_file(PromptConfig, _read_toml(path, "prompt"), path)
+    prompt.path = str(path)
+    for key in ("system", "user"):
+        if not getattr(prompt, key):
+            raise UserError(f"{_key(str(path), key)}: required")
+    for placeholder in ("{label}", "{text}"):
+        if placeholder not in prompt.user:
+            raise UserError(f"{_key(str(path), 'user')}: must contain {placeholder}")
+    for placeholder in ("{system}", "{user}"):
+        if prompt.template and placeholder not in prompt.template:
+            raise UserError(f"{_key(str(path), 'template')}: must contain {placeholder}")
+    unknown = set(prompt.max_tokens) - set(LABEL_FIELDS)
+    missing = set(LABEL_FIELDS) - set(prompt.max_tokens)
+    if unknown:
+        raise UserError(f"{_key(str(path), 'max_tokens.' + sorted(unknown)[0])}: unknown field")
+    if missing:
+        raise UserError(f"{_key(str(path), 'max_tokens.' + sorted(missing)[0])}: required")
+    return prompt
+
+
+def _require(cond: bool, file: str, key: str, problem: str) -> None:
+    if not cond:
+        raise UserError(f"{_key(file, key)}: {problem}")
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    table = _read_toml(path, "config")
+    cfg: Config = _build_file(Config, table, path)
+    cfg.path = str(path)
+    base = path.parent
+    f = str(path)
+    _require(bool(cfg.run.shops), f, "run.shops", "list at least one shop file")
+    _require(0 < cfg.llm.debug_fraction <= 1, f, "llm.debug_fraction", "must be in (0, 1]")
+    _require(cfg.images.width > 0 and cfg.images.height > 0, f, "images.width", "must be > 0")
+    _require(cfg.http.concurrency > 0, f, "http.concurrency", "must be > 0")
+    _require(cfg.http.per_host_concurrency > 0, f, "http.per_host_concurrency", "must be > 0")
+    _require(cfg.http.per_host_rate >= 0, f, "http.per_host_rate", "must be >= 0")
+    _require(0 <= cfg.images.png_compress_level <= 9, f, "images.png_compress_level", "0..9")
+    _require(cfg.llm.n_ctx >= 256, f, "llm.n_ctx", "must be at least 256")
+    if cfg.llm.model:
+        model = base / cfg.llm.model
+        _require(model.is_file(), f, "llm.model", f"model file not found: {model}")
+        cfg.llm.model = str(model)
+    cfg.shops = [load_shop(base / shop) for shop in cfg.run.shops]
+    _require(len({s.name for s in cfg.shops}) == len(cfg.shops), f, "run.shops",
+             "two shop files have the same name")
+    cfg.prompt = load_prompt(base / cfg.llm.prompt)
+    return cfg

@@ -1,0 +1,173 @@
+"""The dataset file (SPEC section 5): stable ids, entries in the ILID key order, duplicate image
+URLs skipped, and one JSON array written atomically."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+DATASET_KEYS: tuple[str, ...] = (
+    "id",
+    "image",
+    "url",
+    "label_short",
+    "label_long",
+    "description",
+    "material",
+    "material_finish",
+    "source",
+)
+
+# Fixed for this project: changing it would rename every image of an existing dataset.
+ID_NAMESPACE: uuid.UUID = uuid.UUID("85218bf5-2446-41ff-8cfa-4615cd12dbb6")
+
+
+def stable_id(source: str, image_url: str) -> str:
+    """A name-based UUID of shop tag and image URL: the same record gets the same id (and image
+    file name) on every run."""
+    return str(uuid.uuid5(ID_NAMESPACE, source + "\n" + image_url))
+
+
+def image_path(folder: str, record_id: str) -> str:
+    """The dataset-relative image path, ``<folder>/<id>.png``."""
+    return f"{folder}/{record_id}.png"
+
+
+def make_entry(
+    *,
+    record_id: str,
+    folder: str,
+    url: str,
+    label_short: str,
+    label_long: str,
+    description: str,
+    material: str,
+    material_finish: str,
+    source: str,
+) -> dict[str, Any]:
+    """One dataset entry with its keys in ``DATASET_KEYS`` order (consumers rely on it)."""
+    return {
+        "id": record_id,
+        "image": image_path(folder, record_id),
+        "url": url,
+        "label_short": label_short,
+        "label_long": label_long,
+        "description": description,
+        "material": material,
+        "material_finish": material_finish,
+        "source": source,
+    }
+
+
+def assemble(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Combine entries into one dataset, skipping any whose image URL is already in it (the
+    first one wins)."""
+    seen: set[str] = set()
+    dataset: list[dict[str, Any]] = []
+    for entry in entries:
+        url = entry["url"]
+        if url in seen:
+            continue
+        seen.add(url)
+        dataset.append(entry)
+    return dataset
+
+
+def write_json_atomic(path: str | os.PathLike[str], entries: Iterable[dict[str, Any]]) -> int:
+    """Write ``entries`` as one JSON array to ``path`` atomically and return how many.
+
+    Entries are serialised one at a time, so a generator over a large store never has to be
+    held in memory. Readers see either the old file or the complete new one, also after a crash
+    or an exception raised by ``entries``.
+    """
+    target = pathlib.Path(path)
+    folder = target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=folder)
+    tmp = pathlib.Path(tmp_name)
+    count = 0
+    try:
+        with open(fd, "wb") as f:
+            f.write(b"[")
+            for entry in entries:
+                if count:
+                    f.write(b",\n")
+                f.write(orjson.dumps(entry))
+                count += 1
+            f.write(b"]\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(_mode_for(target))
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(folder)  # make the rename itself survive a power cut
+    return count
+
+
+def _mode_for(target: pathlib.Path) -> int:
+    # mkstemp creates 0600; keep the mode of the file we replace, else a readable default.
+    try:
+        return target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o644
+
+
+def _fsync_dir(folder: pathlib.Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a directory to fsync it
+        return
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_dataset(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Load a dataset file; raise ``ValueError`` saying what is wrong if it is not a JSON
+    array of objects."""
+    data = pathlib.Path(path).read_bytes()
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(value, list):
+        raise ValueError(f"{path}: expected a JSON array of entries, got {type(value).__name__}")
+    for index, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"{path}: entry {index} should be a JSON object, got {type(entry).__name__}"
+            )
+    return value
+
+
+def safe_join(root: str | os.PathLike[str], relative: str) -> pathlib.Path:
+    """Resolve a dataset-relative path such as ``images/<id>.png`` under ``root``.
+
+    The path comes from crawled or user-edited data, so anything that could name a file outside
+    ``root`` is refused with ``ValueError``: absolute paths, drive letters, ``..``, NUL,
+    backslashes, and symlinks leading out.
+    """
+    if not isinstance(relative, str) or not relative:
+        raise ValueError(f"image path must be a non-empty string, got {relative!r}")
+    if "\x00" in relative or "\\" in relative:
+        raise ValueError(f"image path {relative!r} contains a NUL or a backslash")
+    if (
+        pathlib.PurePosixPath(relative).is_absolute()
+        or pathlib.PureWindowsPath(relative).drive
+    ):
+        raise ValueError(f"image path {relative!r} must be relative")
+    if ".." in relative.split("/"):
+        raise ValueError(f"image path {relative!r} must not contain '..'")
+    base = pathlib.Path(root).resolve()
+    joined = (base / relative).resolve()
+    if joined == base or not joined.is_relative_to(base):
+        raise ValueError(f"image path {relative!r} leads outside {base}")
+    return joined

@@ -1,0 +1,93 @@
+"""`ilid-async download`: the original downloader's command line (SPEC 6) for people who have
+ILID's metadata file and only want the images. Same fetch layer and image transform as `run`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import HttpSettings
+from .dataset import read_dataset, safe_join, write_json_atomic
+from .errors import ItemError, UserError
+from .http import HttpClient
+from .images import ImageError, transform_image
+
+
+@dataclass
+class DownloadReport:
+    total: int = 0
+    downloaded: int = 0
+    skipped_existing: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, reason: str) -> None:
+        self.failed[reason] = self.failed.get(reason, 0) + 1
+
+
+async def download_dataset(
+    dataset_file: str | Path,
+    folder: str | Path,
+    *,
+    width: int = 512,
+    height: int = 512,
+    replace: bool = False,
+    dataset_downloaded: str | Path | None = None,
+    http_settings: HttpSettings | None = None,
+    workers: int = 0,
+    max_pixels: int = 50_000_000,
+) -> DownloadReport:
+    try:
+        entries = read_dataset(dataset_file)
+    except FileNotFoundError:
+        raise UserError(f"{dataset_file}: dataset file not found") from None
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    settings = http_settings or HttpSettings()
+    report = DownloadReport(total=len(entries))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    slots = asyncio.Semaphore(settings.concurrency)
+    loop = asyncio.get_running_loop()
+
+    async def one(entry: dict) -> None:
+        try:
+            target = safe_join(folder, str(entry.get("image", "")))
+        except ValueError:
+            report.fail("unsafe_path")
+            return
+        if target.exists() and not replace:
+            report.skipped_existing += 1
+            return
+        async with slots:
+            try:
+                resp = await http.get(str(entry.get("url", "")), max_bytes=settings.max_image_bytes)
+                if resp.status != 200:
+                    raise ItemError(f"http_{resp.status}")
+                if resp.content_type.split("/", 1)[0] != "image":
+                    raise ItemError("not_image_content_type")
+                await loop.run_in_executor(pool, transform_image, resp.body, str(target),
+                                           width, height, max_pixels)
+            except (ItemError, ImageError) as e:
+                report.fail(e.reason)
+                return
+        report.downloaded += 1
+
+    try:
+        async with HttpClient(settings) as http:
+            await asyncio.gather(*(one(e) for e in entries))
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+    # SPEC 6: the entries whose image exists, to a second file or over the input file.
+    def has_image(entry: dict) -> bool:
+        try:
+            return safe_join(folder, str(entry.get("image", ""))).is_file()
+        except ValueError:
+            return False
+
+    write_json_atomic(dataset_downloaded or dataset_file, (e for e in entries if has_image(e)))
+    return report

@@ -1,0 +1,15 @@
+"""The two kinds of failure (DESIGN.md): a user error stops the command with one line and exit
+code 2; an item error is recorded on its item and never stops the run."""
+
+
+class UserError(Exception):
+    """Bad input from the person running the command: config, paths, model file."""
+
+
+class ItemError(Exception):
+    """One item (sitemap, page, record, image) failed; ``reason`` is the short name we store."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

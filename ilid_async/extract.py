@@ -1,0 +1,223 @@
+"""Product page bytes -> raw record (SPEC 1), with selectolax's lexbor backend.
+
+Only the parsing half of the original spider lives here: given a fetched page
+and the shop's CSS selectors, find the product image, the label and the data
+pieces.  Filtering them is filters.py's job, so texts are returned as they are.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+# The modest backend (selectolax.parser) refuses to import in selectolax 1.x;
+# lexbor handles the plain CSS the shops use (`div.gallery img`, `[itemprop=name]`).
+from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
+
+__all__ = [
+    "RawRecord",
+    "NotExtracted",
+    "REASON_NOT_PRODUCT_PAGE",
+    "REASON_NO_IMAGE",
+    "REASON_UNDECODABLE_PAGE",
+    "check_selector",
+    "decode_page",
+    "extract_product",
+]
+
+REASON_NOT_PRODUCT_PAGE = "not_product_page"
+REASON_NO_IMAGE = "no_image"
+REASON_UNDECODABLE_PAGE = "undecodable_page"
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """What one product page yields: absolute image URL, label, data pieces."""
+
+    image_url: str
+    label: str
+    data: list[str]
+
+
+@dataclass(frozen=True)
+class NotExtracted:
+    """Why a page yielded no record."""
+
+    reason: str
+
+
+# Text inside these elements is code, never product text.
+_SKIPPED_TEXT_PARENTS = frozenset({"script", "style"})
+
+# <meta charset="x"> and <meta http-equiv="Content-Type" content="...; charset=x">
+# both put "charset=" inside a meta tag; browsers look in the first 1024 bytes,
+# we allow a little more for pages with long heads.
+_META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:\-]+)", re.IGNORECASE)
+_SNIFF_BYTES = 4096
+
+# WHATWG: pages labelled latin-1/ascii are really decoded as windows-1252.
+_WINDOWS_1252_ALIASES = frozenset({"iso8859-1", "ascii", "cp1252"})
+
+
+def check_selector(css: str) -> None:
+    """Raise ValueError if selectolax cannot parse `css` (a shop config error)."""
+    if not isinstance(css, str) or not css.strip():
+        raise ValueError(f"empty CSS selector: {css!r}")
+    try:
+        LexborHTMLParser("").css(css)
+    except SelectolaxError as exc:
+        raise ValueError(f"invalid CSS selector {css!r}: {exc}") from exc
+
+
+def _declared_charset(html: bytes) -> str | None:
+    """The charset a page declares in a meta tag, as a Python codec name."""
+    match = _META_CHARSET.search(html, 0, _SNIFF_BYTES)
+    if match is None:
+        return None
+    try:
+        return codecs.lookup(match.group(1).decode("ascii")).name
+    except (LookupError, UnicodeDecodeError):
+        return None  # an unknown charset declares nothing we can use
+
+
+def decode_page(html: bytes, charset: str | None = None) -> str | None:
+    """Decode page bytes; None if they look binary or decode in no known way.
+
+    UTF-8 is tried first: valid UTF-8 is almost never an accident, while pages
+    that declare latin-1 but are really UTF-8 are common.  Then the charset
+    given by the caller (e.g. from the HTTP Content-Type), then the meta one.
+    """
+    if html.startswith(codecs.BOM_UTF16_LE) or html.startswith(codecs.BOM_UTF16_BE):
+        try:
+            return html.decode("utf-16")
+        except UnicodeDecodeError:
+            return None
+    # NUL bytes never occur in HTML text: this is an image, a PDF, a zip, ...
+    if b"\x00" in html[:1024]:
+        return None
+    try:
+        return html.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    for candidate in (charset, _declared_charset(html)):
+        if not candidate:
+            continue
+        try:
+            name = codecs.lookup(candidate).name
+        except LookupError:
+            continue
+        if name in _WINDOWS_1252_ALIASES:
+            # cp1252 leaves five bytes undefined; latin-1 then decodes them.
+            names = ("cp1252", "latin_1")
+        else:
+            names = (name,)
+        for codec in names:
+            try:
+                return html.decode(codec)
+            except UnicodeDecodeError:
+                continue
+    return None
+
+
+def _select(node: LexborHTMLParser | LexborNode, css: str) -> list[LexborNode]:
+    """node.css(css), turning a selector error into ValueError (config error)."""
+    try:
+        return node.css(css)
+    except SelectolaxError as exc:
+        raise ValueError(f"invalid CSS selector {css!r}: {exc}") from exc
+
+
+def _text_pieces(node: LexborNode) -> Iterator[str]:
+    """All descendant text nodes in document order, outside script/style."""
+    for child in node.traverse(include_text=True):
+        if not child.is_text_node:
+            continue
+        parent = child.parent
+        if parent is not None and parent.tag in _SKIPPED_TEXT_PARENTS:
+            continue
+        text = child.text_content
+        if text is not None:
+            yield text
+
+
+def _candidate_images(nodes: list[LexborNode]) -> Iterator[LexborNode]:
+    """img elements among the gallery matches, or inside matched containers."""
+    for node in nodes:
+        if node.tag == "img":
+            yield node
+        else:
+            yield from node.css("img")
+
+
+def _image_src(img: LexborNode) -> str | None:
+    """The img's source: `src`, or `data-src` (lazy loading) when src is missing."""
+    attrs = img.attributes
+    src = (attrs.get("src") or "").strip()
+    if not src:
+        src = (attrs.get("data-src") or "").strip()
+    return src or None
+
+
+def _has_ending(src: str, endings: Sequence[str]) -> bool:
+    """Whether the URL path (query and fragment ignored) ends with an allowed ending."""
+    path = urlsplit(src).path.lower()
+    return any(path.endswith(ending.lower()) for ending in endings)
+
+
+def _base_url(tree: LexborHTMLParser, page_url: str) -> str:
+    """The URL relative links resolve against: <base href> if any, as browsers do."""
+    base = tree.css_first("base[href]")
+    if base is not None:
+        href = (base.attributes.get("href") or "").strip()
+        if href:
+            return urljoin(page_url, href)
+    return page_url
+
+
+def extract_product(
+    html: bytes | str,
+    page_url: str,
+    *,
+    product: str,
+    image: str,
+    label: str,
+    data: str,
+    image_endings: Sequence[str],
+    charset: str | None = None,
+) -> RawRecord | NotExtracted:
+    """Extract the raw record of one product page (SPEC 1).
+
+    `product`, `image`, `label` and `data` are the shop's CSS selectors;
+    `charset` is an optional charset from the HTTP Content-Type header.
+    Raises ValueError only for an invalid selector (see check_selector).
+    """
+    if isinstance(html, bytes):
+        text = decode_page(html, charset)
+        if text is None:
+            return NotExtracted(REASON_UNDECODABLE_PAGE)
+    else:
+        text = html
+    tree = LexborHTMLParser(text)
+
+    if not _select(tree, product):
+        return NotExtracted(REASON_NOT_PRODUCT_PAGE)
+
+    image_url: str | None = None
+    for img in _candidate_images(_select(tree, image)):
+        src = _image_src(img)
+        if src is not None and _has_ending(src, image_endings):
+            image_url = urljoin(_base_url(tree, page_url), src)
+            break
+    if image_url is None:
+        return NotExtracted(REASON_NO_IMAGE)
+
+    label_nodes = _select(tree, label)
+    label_text = "".join(_text_pieces(label_nodes[0])) if label_nodes else ""
+
+    data_nodes = _select(tree, data)
+    pieces = list(_text_pieces(data_nodes[0])) if data_nodes else []
+
+    return RawRecord(image_url=image_url, label=label_text, data=pieces)

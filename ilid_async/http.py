@@ -1,0 +1,349 @@
+"""Every request goes through here: sitemaps, robots.txt, pages and images alike.
+
+One aiohttp session; per host a concurrency cap (semaphore) and a rate limit (asyncio-throttle)
+that a Retry-After or a robots.txt Crawl-delay can tighten; retries with exponential backoff and
+jitter for transient failures; caps on time, redirects and body size; and an address guard that
+refuses private and loopback addresses unless the config allows them, checked on every redirect
+hop and again when aiohttp resolves the name to connect (so DNS cannot swap the address).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ipaddress
+import random
+import socket
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
+from asyncio_throttle import Throttler
+from multidict import CIMultiDictProxy
+from protego import Protego
+
+from .config import HttpSettings
+from .errors import ItemError
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+MAX_RETRY_AFTER = 600.0  # a server asking for more than 10 minutes gets 10 minutes
+
+
+class AddressRefused(OSError):
+    """The host resolves to an address class the config does not allow."""
+
+
+def address_allowed(ip: str, *, allow_loopback: bool, allow_private: bool) -> bool:
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    if addr.is_loopback:
+        return allow_loopback
+    if addr.is_private or addr.is_link_local or addr.is_multicast or addr.is_reserved or addr.is_unspecified:
+        return allow_private
+    return True
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp resolver that drops refused addresses at connect time."""
+
+    def __init__(self, settings: HttpSettings):
+        self._inner = DefaultResolver()
+        self._settings = settings
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+        infos = await self._inner.resolve(host, port, family)
+        allowed = [
+            i for i in infos
+            if address_allowed(i["host"], allow_loopback=self._settings.allow_loopback,
+                               allow_private=self._settings.allow_private)
+        ]
+        if not allowed:
+            raise AddressRefused(f"{host} resolves only to refused addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass
+class Response:
+    url: str  # the URL asked for
+    final_url: str  # after redirects
+    status: int
+    headers: CIMultiDictProxy
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+
+@dataclass
+class HostStats:
+    requests: int = 0
+    retries: int = 0
+    by_class: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    status_429: int = 0
+    errors: int = 0
+    bytes: int = 0
+    latency_total: float = 0.0
+
+
+class _Host:
+    """Politeness state of one host: concurrency, rate, and a pause until a Retry-After."""
+
+    def __init__(self, settings: HttpSettings):
+        self.semaphore = asyncio.Semaphore(settings.per_host_concurrency)
+        self.rate = settings.per_host_rate
+        self.throttler = Throttler(rate_limit=max(1, int(self.rate)), period=1.0) if self.rate else None
+        self.paused_until = 0.0
+
+    def lower_rate(self, requests_per_second: float) -> None:
+        """robots.txt Crawl-delay may only make us slower, never faster."""
+        if self.rate and requests_per_second >= self.rate:
+            return
+        self.rate = requests_per_second
+        # Throttler counts whole requests per period, so express a fractional rate as one
+        # request per 1/rate seconds.
+        if requests_per_second >= 1:
+            self.throttler = Throttler(rate_limit=int(requests_per_second), period=1.0)
+        else:
+            self.throttler = Throttler(rate_limit=1, period=1.0 / requests_per_second)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        async with self.semaphore:
+            while (wait := self.paused_until - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if self.throttler:
+                async with self.throttler:
+                    yield
+            else:
+                yield
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After is either seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
+
+
+def host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+class HttpClient:
+    def __init__(self, settings: HttpSettings):
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._hosts: dict[str, _Host] = {}
+        self._robots: dict[str, Protego | None] = {}
+        self._robots_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.stats: dict[str, HostStats] = defaultdict(HostStats)
+
+    async def __aenter__(self) -> HttpClient:
+        s = self.settings
+        connector = aiohttp.TCPConnector(
+            limit=s.concurrency, limit_per_host=s.per_host_concurrency,
+            resolver=GuardedResolver(s), ttl_dns_cache=300,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.connect_timeout),
+            headers={"User-Agent": s.user_agent},
+            auto_decompress=True,  # Content-Encoding only; gzip *files* are handled by sitemap.py
+        )
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._session:
+            await self._session.close()
+
+    def host(self, host: str) -> _Host:
+        if host not in self._hosts:
+            self._hosts[host] = _Host(self.settings)
+        return self._hosts[host]
+
+    def take_stats(self) -> list[tuple]:
+        """Rows for Store.add_host_stats; counting restarts so rows are deltas."""
+        rows = [
+            (h, s.requests, s.retries, s.by_class["2xx"], s.by_class["3xx"], s.by_class["4xx"],
+             s.by_class["5xx"], s.status_429, s.errors, s.bytes, s.latency_total)
+            for h, s in self.stats.items()
+        ]
+        self.stats.clear()
+        return rows
+
+    # --- address guard --------------------------------------------------------------------
+
+    async def check_address(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ItemError("bad_url", url)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                parts.hostname, parts.port or 80, type=socket.SOCK_STREAM
+            )
+        except socket.gaierror as e:
+            raise ItemError("dns_error", f"{parts.hostname}: {e}") from None
+        s = self.settings
+        if not any(address_allowed(i[4][0], allow_loopback=s.allow_loopback, allow_private=s.allow_private)
+                   for i in infos):
+            raise ItemError("address_refused", f"{parts.hostname} resolves to a refused address")
+
+    # --- robots.txt -----------------------------------------------------------------------
+
+    async def robots(self, url: str) -> Protego | None:
+        """robots.txt of the URL's origin, fetched once per run; None if there is none."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        async with self._robots_locks[origin]:
+            if origin not in self._robots:
+                self._robots[origin] = await self._fetch_robots(origin + "/robots.txt")
+        return self._robots[origin]
+
+    async def _fetch_robots(self, robots_url: str) -> Protego | None:
+        try:
+            resp = await self.get(robots_url, max_bytes=500_000, check_robots=False)
+        except ItemError:
+            return None  # unreachable robots.txt: crawl as if there were none, like browsers
+        if resp.status != 200:
+            return None
+        rules = Protego.parse(resp.body.decode("utf-8", "replace"))
+        delay = rules.crawl_delay(self.settings.user_agent)
+        if delay:
+            self.host(host_of(robots_url)).lower_rate(1.0 / float(delay))
+        return rules
+
+    async def allowed_by_robots(self, url: str) -> bool:
+        rules = await self.robots(url)
+        return rules is None or rules.can_fetch(url, self.settings.user_agent)
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def get(
+        self,
+        url: str,
+        *,
+        max_bytes: int,
+        headers: dict[str, str] | None = None,
+        check_robots: bool = False,
+    ) -> Response:
+        """GET with politeness, redirects, retries and a body cap. Returns any final status;
+        raises ItemError for what never produced one (timeouts, refused, too large, ...)."""
+        async with self.open(url, headers=headers, check_robots=check_robots) as resp:
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(65536):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ItemError("too_large", f"body over {max_bytes} bytes")
+            self.stats[host_of(url)].bytes += len(body)
+            return Response(url, str(resp.url), resp.status, resp.headers, bytes(body))
+
+    @asynccontextmanager
+    async def open(
+        self, url: str, *, headers: dict[str, str] | None = None, check_robots: bool = False
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """An open response after redirects and retries, for reading the body as a stream."""
+        assert self._session is not None, "use HttpClient as an async context manager"
+        s = self.settings
+        attempt = 0
+        while True:
+            try:
+                resp = await self._follow_redirects(url, headers, check_robots)
+            except ItemError as e:
+                if e.reason in ("timeout", "connection_error") and attempt < s.retries:
+                    attempt += 1
+                    self.stats[host_of(url)].retries += 1
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                raise
+            if resp.status in RETRY_STATUSES and attempt < s.retries:
+                pause = retry_after_seconds(resp.headers.get("Retry-After"))
+                resp.release()
+                attempt += 1
+                self.stats[host_of(url)].retries += 1
+                if pause is not None and resp.status in (429, 503):
+                    # The server told us when: pause the whole host, not just this request.
+                    host = self.host(host_of(str(resp.url)))
+                    host.paused_until = max(host.paused_until, time.monotonic() + pause)
+                else:
+                    await asyncio.sleep(self._backoff(attempt))
+                continue
+            break
+        try:
+            yield resp
+        except asyncio.TimeoutError:
+            raise ItemError("timeout", url) from None
+        except aiohttp.ClientError as e:
+            raise ItemError("connection_error", f"{type(e).__name__}: {e}") from None
+        finally:
+            resp.release()
+
+    def _backoff(self, attempt: int) -> float:
+        return self.settings.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+
+    async def _follow_redirects(
+        self, url: str, headers: dict[str, str] | None, check_robots: bool
+    ) -> aiohttp.ClientResponse:
+        seen = set()
+        for _ in range(self.settings.max_redirects + 1):
+            if url in seen:
+                raise ItemError("redirect_loop", url)
+            seen.add(url)
+            await self.check_address(url)
+            if check_robots and not await self.allowed_by_robots(url):
+                raise ItemError("robots_disallowed", url)
+            resp = await self._request(url, headers)
+            if resp.status not in REDIRECT_STATUSES:
+                return resp
+            location = resp.headers.get("Location")
+            resp.release()
+            if not location:
+                raise ItemError("bad_redirect", f"{resp.status} without Location")
+            url = urljoin(url, location)
+        raise ItemError("too_many_redirects", url)
+
+    async def _request(self, url: str, headers: dict[str, str] | None) -> aiohttp.ClientResponse:
+        host_name = host_of(url)
+        stats = self.stats[host_name]
+        async with self.host(host_name).slot():
+            started = time.monotonic()
+            stats.requests += 1
+            try:
+                resp = await self._session.get(url, headers=headers, allow_redirects=False)
+            except asyncio.TimeoutError:
+                stats.errors += 1
+                raise ItemError("timeout", url) from None
+            except aiohttp.ClientConnectorError as e:
+                stats.errors += 1
+                if isinstance(getattr(e, "os_error", None), AddressRefused):
+                    raise ItemError("address_refused", str(e.os_error)) from None
+                raise ItemError("connection_error", f"{type(e).__name__}: {e}") from None
+            except aiohttp.ClientError as e:
+                stats.errors += 1
+                raise ItemError("connection_error", f"{type(e).__name__}: {e}") from None
+            stats.latency_total += time.monotonic() - started
+        stats.by_class[f"{resp.status // 100}xx"] += 1
+        if resp.status == 429:
+            stats.status_429 += 1
+        return resp

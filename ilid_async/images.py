@@ -1,0 +1,277 @@
+"""Image transform: bytes -> decode -> fit -> pad -> PNG on disk (SPEC section 6).
+
+``transform_image`` is a plain, picklable function meant to run in a process pool: it takes the
+downloaded bytes and a target path and either writes the finished PNG atomically or raises
+``ImageError`` with a short reason. Only Pillow APIs that also exist in Pillow 9.x / pillow-simd
+are used.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, ImageOps
+
+from .errors import ItemError
+
+# Pillow >= 9.1 moved the filter constants to Image.Resampling; older ones (and pillow-simd)
+# only have them on Image.
+_RESAMPLING = getattr(Image, "Resampling", Image)
+_BOX = _RESAMPLING.BOX
+_BICUBIC = _RESAMPLING.BICUBIC
+_NEAREST = _RESAMPLING.NEAREST
+
+# Formats a web shop plausibly serves. Restricting Image.open to these keeps crawled bytes away
+# from plugins that shell out (EPS runs Ghostscript) or are rarely exercised.
+ALLOWED_FORMATS: tuple[str, ...] = (
+    "JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "ICO", "AVIF",
+)
+
+_EXIF_ORIENTATION = 0x0112
+_WHITE = (255, 255, 255, 255)
+
+
+class ImageError(ItemError):
+    """An image could not be turned into a dataset PNG; ``reason`` is the short stored name:
+    ``not_an_image``, ``truncated_image``, ``too_many_pixels``, ``empty_image``,
+    ``unsupported_mode``."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason, detail)
+
+    def __reduce__(self):  # type: ignore[override]
+        # Exceptions pickle as cls(*args); ItemError's args hold the joined message, which would
+        # turn into the reason when the error crosses back from a pool worker.
+        return (type(self), (self.reason, self.detail))
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """What ``transform_image`` did. ``source_*`` is the size as displayed (EXIF orientation
+    applied), from the file header; ``width``/``height`` is the written PNG's size."""
+
+    source_width: int
+    source_height: int
+    width: int
+    height: int
+    bytes_written: int
+
+
+def fit_size(w: int, h: int, W: int, H: int) -> tuple[int, int]:
+    """Largest size with w:h's aspect ratio that fits W x H (each side at least 1).
+
+    Integer arithmetic, so the limiting side is exactly W or H and the other side is
+    w*H/h (or h*W/w) rounded half up, never above its bound.
+    """
+    if min(w, h, W, H) <= 0:
+        raise ValueError(f"sizes must be positive, got {w}x{h} into {W}x{H}")
+    if W * h <= H * w:  # width is the limiting side (W/w <= H/h)
+        new_h = (2 * h * W + w) // (2 * w)
+        return W, max(1, min(H, new_h))
+    new_w = (2 * w * H + h) // (2 * h)
+    return max(1, min(W, new_w)), H
+
+
+def pad_edge(img: Image.Image, W: int, H: int) -> Image.Image:
+    """Centre ``img`` in W x H and fill the borders by repeating its edge pixels.
+
+    Left/right borders repeat the first/last column, top/bottom borders repeat the first/last
+    row of the widened image, so corners take the corner pixels.
+    """
+    w, h = img.size
+    if w > W or h > H:
+        raise ValueError(f"image {w}x{h} does not fit in {W}x{H}")
+    left, top = (W - w) // 2, (H - h) // 2
+    right, bottom = W - w - left, H - h - top
+    # A crop larger than the image gives the canvas with the image in place and keeps the
+    # mode and palette; every border pixel is overwritten below.
+    out = img.crop((-left, -top, W - left, H - top))
+    # Stretching a 1-pixel strip with NEAREST copies it exactly.
+    if left:
+        out.paste(img.crop((0, 0, 1, h)).resize((left, h), _NEAREST), (0, top))
+    if right:
+        out.paste(img.crop((w - 1, 0, w, h)).resize((right, h), _NEAREST), (left + w, top))
+    if top:
+        row = out.crop((0, top, W, top + 1))
+        out.paste(row.resize((W, top), _NEAREST), (0, 0))
+    if bottom:
+        row = out.crop((0, top + h - 1, W, top + h))
+        out.paste(row.resize((W, bottom), _NEAREST), (0, top + h))
+    return out
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Return an RGB image as a viewer would show ``img``'s first frame: EXIF orientation
+    applied, transparency composited onto white, CMYK and high bit-depth grey converted."""
+    if getattr(img, "is_animated", False):
+        img.seek(0)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - broken EXIF must not cost us the picture
+        img.load()
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _deep_grey_to_rgb(img)
+    if mode == "La":
+        img = img.convert("LA")
+        mode = "LA"
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "PA") or (
+        mode in ("P", "L", "RGB") and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE)
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode == "RGB":
+        return img
+    try:
+        return img.convert("RGB")
+    except ValueError as e:  # e.g. LAB, which Pillow converts only through ImageCms
+        raise ImageError("unsupported_mode", f"cannot convert mode {mode} to RGB") from e
+
+
+def _deep_grey_to_rgb(img: Image.Image) -> Image.Image:
+    """Scale 16/32-bit integer or float grey to 8 bits (Pillow's own conversion clips)."""
+    if img.mode.startswith("I;16"):
+        scale = 1 / 257  # 0..65535 -> 0..255
+        img = img.convert("I")
+    else:
+        _low, high = img.getextrema()
+        if img.mode == "F" and high <= 1.0:
+            scale = 255.0  # float images are usually 0..1
+        elif high <= 255:
+            scale = 1.0
+        elif high <= 65535:
+            scale = 1 / 257
+        else:
+            scale = 255 / high
+    grey = img.point(lambda v: v * scale)  # linear, so Pillow applies it in C
+    return grey.convert("L").convert("RGB")
+
+
+def transform_image(
+    data: bytes,
+    out_path: str,
+    width: int = 512,
+    height: int = 512,
+    max_pixels: int = 50_000_000,
+    png_compress_level: int = 6,
+) -> ImageResult:
+    """Decode ``data``, fit it into ``width`` x ``height`` without distortion, pad by repeating
+    the edges, and write an RGB PNG atomically to ``out_path`` (parent folders created).
+
+    Raises ``ImageError`` (nothing is left at ``out_path``, no temp file remains).
+    """
+    img = _open_checked(data, max_pixels)
+    with img:
+        orientation = _orientation(img)
+        src_w, src_h = img.size
+        if orientation in (5, 6, 7, 8):  # these orientations swap width and height
+            src_w, src_h = src_h, src_w
+        fit_w, fit_h = fit_size(src_w, src_h, width, height)
+        if img.format in ("JPEG", "MPO"):
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale while staying >= the fitted size:
+            # much faster for big photos, and BOX below still does the final averaging.
+            raw = (fit_h, fit_w) if orientation in (5, 6, 7, 8) else (fit_w, fit_h)
+            img.draft("RGB", raw)
+        _load(img)
+        rgb = to_rgb(img)  # may be img itself, so stay inside the with block
+        if rgb.size != (fit_w, fit_h):
+            shrinking = fit_w * fit_h < rgb.size[0] * rgb.size[1]
+            rgb = rgb.resize((fit_w, fit_h), _BOX if shrinking else _BICUBIC)
+        out = pad_edge(rgb, width, height)
+    written = _write_png_atomic(out, out_path, png_compress_level)
+    return ImageResult(src_w, src_h, width, height, written)
+
+
+def _open_checked(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
+    """Open lazily (header only) and refuse images over ``max_pixels`` before any pixel is
+    decoded."""
+    # Our cap decides: lift Pillow's own bomb guard to at least our cap (it then only errors
+    # above twice our cap, which ours rejects anyway) and silence its warning. Only ever raised,
+    # never lowered, so other code in the process keeps at least Pillow's default protection.
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=_allowed_formats())
+    except Image.DecompressionBombError as e:
+        raise ImageError("too_many_pixels", str(e)) from e
+    except (Image.UnidentifiedImageError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError("not_an_image", str(e) or type(e).__name__) from e
+    except OSError as e:
+        raise ImageError(_reason_for(e), str(e)) from e
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        img.close()
+        raise ImageError("empty_image", f"image is {w}x{h}")
+    if w * h > max_pixels:
+        img.close()
+        raise ImageError(
+            "too_many_pixels", f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}"
+        )
+    return img
+
+
+def _allowed_formats() -> tuple[str, ...]:
+    # Image.open only accepts names of registered plugins (AVIF needs Pillow >= 11.2).
+    Image.init()
+    return tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+        return int(value) if value in range(1, 9) else 1
+    except Exception:  # noqa: BLE001 - unreadable EXIF means "as stored"
+        return 1
+
+
+def _load(img: Image.Image) -> None:
+    """Decode the pixels, mapping Pillow's many failure types to our reasons."""
+    try:
+        img.load()
+    except Image.DecompressionBombError as e:
+        raise ImageError("too_many_pixels", str(e)) from e
+    except (OSError, EOFError) as e:
+        raise ImageError(_reason_for(e), str(e) or type(e).__name__) from e
+    except (SyntaxError, ValueError, IndexError, TypeError) as e:
+        raise ImageError("not_an_image", str(e) or type(e).__name__) from e
+
+
+def _reason_for(e: BaseException) -> str:
+    # Pillow says "image file is truncated" / "Truncated File Read"; EOFError means the data
+    # stopped early too.
+    if isinstance(e, EOFError) or "truncated" in str(e).lower():
+        return "truncated_image"
+    return "not_an_image"
+
+
+def _write_png_atomic(img: Image.Image, out_path: str, compress_level: int) -> int:
+    """Write ``img`` as PNG via a hidden temp file in the same folder and rename it into place,
+    so ``out_path`` is either absent, the old file, or the complete new file."""
+    folder = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(
+        prefix="." + os.path.basename(out_path) + ".", suffix=".tmp", dir=folder
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG", compress_level=compress_level)
+            f.flush()
+            os.fsync(f.fileno())
+            written = f.tell()
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; dataset images are meant to be shared
+        os.replace(tmp_path, out_path)
+    except BaseException:
+        try:
+            os.unlink(tmp_path)
+        except FileNotFoundError:
+            pass
+        raise
+    return written

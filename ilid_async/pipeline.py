@@ -1,0 +1,329 @@
+"""Wires the stages into one streaming run over the store.
+
+    sitemaps -> pages (extract + pre-filter) -> label (LLM + post-filter + assemble) -> images -> dataset
+
+Each stage leases pending work from the store, does it with bounded concurrency, and commits
+the result; finished work wakes the next stage, which can start while earlier stages still run.
+A stage is finished when its upstream stages are finished and it has no work left. The store is
+the truth and the in-memory side holds only work in flight, so memory stays bounded and a
+killed run resumes from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+
+from .config import Config, ShopConfig
+from .dataset import image_path, make_entry, safe_join, write_json_atomic
+from .errors import ItemError, UserError
+from .extract import NotExtracted, extract_product
+from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter, prefilter_record
+from .http import HttpClient, host_of
+from .images import ImageError, transform_image
+from .sitemap import robots_sitemaps, walk_sitemap
+from .store import ImageTask, LabelTask, PageTask, Store
+from . import dataset
+
+log = logging.getLogger(__name__)
+
+# Page outcomes that are item failures; the other outcomes are fine pages that are not products.
+PAGE_FAILURES = {"undecodable_page"}
+
+
+class Stage:
+    """Leases work from the store and runs it with at most ``concurrency`` items in flight."""
+
+    def __init__(self, name: str, lease: Callable[[int], list], work: Callable[[object], Awaitable[None]],
+                 concurrency: int, upstream: Iterable[Stage] = ()):
+        self.name = name
+        self.lease = lease
+        self.work = work
+        self.concurrency = concurrency
+        self.upstream = list(upstream)
+        self.downstream: list[Stage] = []
+        for stage in self.upstream:
+            stage.downstream.append(self)
+        self.finished = asyncio.Event()
+        # Set by anything that may make new work leasable: an item of ours or of an upstream
+        # stage finishing, or an upstream stage finishing.
+        self.wake = asyncio.Event()
+
+    def _poke_downstream(self) -> None:
+        for stage in self.downstream:
+            stage.wake.set()
+
+    async def _run_item(self, item: object) -> None:
+        try:
+            await self.work(item)
+        except Exception:  # noqa: BLE001 - the work functions record item errors; this is a bug
+            log.exception("%s: unexpected error on %r", self.name, item)
+        finally:
+            self.wake.set()
+            self._poke_downstream()
+
+    async def run(self) -> None:
+        in_flight: set[asyncio.Task] = set()
+        try:
+            while True:
+                self.wake.clear()
+                # Read before leasing: if upstream had finished by now, this lease sees all it made.
+                upstream_done = all(s.finished.is_set() for s in self.upstream)
+                leased = []
+                if len(in_flight) < self.concurrency:
+                    leased = self.lease(self.concurrency - len(in_flight))
+                    for item in leased:
+                        task = asyncio.create_task(self._run_item(item))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                if not in_flight and not leased and upstream_done:
+                    break
+                await self.wake.wait()
+        finally:
+            for task in in_flight:
+                task.cancel()
+            self.finished.set()
+            self._poke_downstream()
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, stages: Iterable[str], *, replace_images: bool = False,
+                 progress_interval: float = 10.0):
+        self.cfg = cfg
+        self.stages = set(stages)
+        self.replace_images = replace_images
+        self.progress_interval = progress_interval
+        self.store = Store(cfg.store_path)
+        self.shops: dict[str, ShopConfig] = {s.name: s for s in cfg.shops}
+        self.tradenames = {s.name: compile_tradename(s.tradename_regex or None) for s in cfg.shops}
+        self.http: HttpClient | None = None
+        self.engine = None
+        self.pool: ProcessPoolExecutor | None = None
+        self.demo = None
+
+    # --- the run --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        released = self.store.release_leases()
+        if released:
+            log.info("resuming: %d leased items returned to pending", released)
+        try:
+            await self._start_demo()
+            async with HttpClient(self.cfg.http) as self.http:
+                await self._run_stages()
+        finally:
+            if self.engine is not None:
+                await self.engine.close()
+            if self.pool is not None:
+                self.pool.shutdown(cancel_futures=True)
+            if self.demo is not None:
+                await self.demo.close()
+            if self.http is not None:
+                self.store.add_host_stats(self.http.take_stats())
+
+    async def _start_demo(self) -> None:
+        demo = self.cfg.demo
+        if not demo.enabled:
+            return
+        from .demo.server import start_demo_server
+
+        try:
+            self.demo = await start_demo_server(demo.host, demo.port, demo.products, demo.seed)
+        except OSError as e:
+            raise UserError(f"{self.cfg.path}: key 'demo.port': cannot serve the demo shop on "
+                            f"{demo.host}:{demo.port} ({e.strerror})") from None
+        self.shops = {name: s.with_demo_url(self.demo.base_url) for name, s in self.shops.items()}
+
+    async def _run_stages(self) -> None:
+        cfg = self.cfg
+        chain: list[Stage] = []
+        if "crawl" in self.stages:
+            await self._seed_sitemaps()
+            sitemaps = Stage("sitemaps", self.store.lease_sitemaps, self._walk_sitemap, 4)
+            pages = Stage("pages", self.store.lease_pages, self._crawl_page, cfg.http.concurrency,
+                          upstream=[sitemaps])
+            chain += [sitemaps, pages]
+        if "label" in self.stages:
+            from .label.engine import LabelEngine
+
+            self.engine = LabelEngine(cfg.llm, cfg.prompt)
+            await self.engine.start()
+            # A few records queued ahead keep the model thread busy while results commit.
+            chain.append(Stage("label", lambda n: self.store.lease_for_labelling(n, cfg.llm.debug_fraction),
+                               self._label_record, 4, upstream=chain[-1:]))
+        if "images" in self.stages:
+            self.pool = ProcessPoolExecutor(max_workers=cfg.images.workers or os.cpu_count() or 1)
+            chain.append(Stage("images", self.store.lease_for_images, self._fetch_image,
+                               cfg.http.concurrency, upstream=chain[-1:]))
+        progress = asyncio.create_task(self._report_progress())
+        try:
+            await asyncio.gather(*(stage.run() for stage in chain))
+        finally:
+            progress.cancel()
+        if "dataset" in self.stages:
+            self.write_dataset()
+
+    async def _report_progress(self) -> None:
+        """A plain progress line to stderr now and then (a live display is for later)."""
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(self.progress_interval)
+            self.store.add_host_stats(self.http.take_stats())
+            counts = self.store.pending_counts()
+            print(f"[{time.monotonic() - started:6.0f}s] " +
+                  ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr, flush=True)
+
+    # --- crawl ----------------------------------------------------------------------------
+
+    async def _seed_sitemaps(self) -> None:
+        for shop in self.shops.values():
+            found = list(shop.sitemap_urls)
+            for robots_url in shop.robots_urls:
+                try:
+                    resp = await self.http.get(robots_url, max_bytes=500_000)
+                    if resp.status != 200:
+                        raise ItemError(f"http_{resp.status}")
+                except ItemError as e:
+                    if found or self.store.has_sitemaps(shop.name):
+                        log.warning("%s: robots.txt %s: %s", shop.name, robots_url, e)
+                        continue
+                    raise UserError(f"{shop.path}: key 'robots_urls': cannot fetch {robots_url} "
+                                    f"({e.reason})") from None
+                found += robots_sitemaps(resp.body.decode("utf-8", "replace"))
+            self.store.add_sitemaps(shop.name, found)
+
+    def _headers(self, shop: ShopConfig) -> dict[str, str]:
+        return {"Accept-Language": shop.accept_language}
+
+    async def _walk_sitemap(self, item: tuple[str, str]) -> None:
+        url, shop_name = item
+        shop = self.shops[shop_name]
+        found = 0
+        try:
+            async for batch in walk_sitemap(self.http, url, max_bytes=self.cfg.http.max_sitemap_bytes,
+                                            headers=self._headers(shop)):
+                children = [e.loc for e in batch if e.kind == "sitemap" and shop.follows_sitemap(e.loc)]
+                pages = [(e.loc, e.lastmod) for e in batch
+                         if e.kind == "url" and shop.page_action(e.loc) == "product"
+                         and _domain_allowed(e.loc, shop.allowed_domains)]
+                self.store.add_sitemaps(shop_name, children)
+                self.store.add_pages(shop_name, pages)
+                found += len(batch)
+        except ItemError as e:
+            self.store.finish_sitemap(url, reason=e.reason, urls_found=found)
+            return
+        self.store.finish_sitemap(url, urls_found=found)
+
+    async def _crawl_page(self, task: PageTask) -> None:
+        shop = self.shops[task.shop]
+        try:
+            resp = await self.http.get(task.url, max_bytes=self.cfg.http.max_page_bytes,
+                                       headers=self._headers(shop), check_robots=shop.obey_robots)
+        except ItemError as e:
+            self.store.finish_page(task.url, failed=e.reason)
+            return
+        if resp.status != 200:
+            self.store.finish_page(task.url, failed=f"http_{resp.status}")
+            return
+        sel = shop.selectors
+        found = extract_product(resp.body, resp.final_url, product=sel.product, image=sel.image,
+                                label=sel.label, data=sel.data, image_endings=shop.image_endings,
+                                charset=_charset(resp.headers.get("Content-Type", "")))
+        if isinstance(found, NotExtracted):
+            if found.reason in PAGE_FAILURES:
+                self.store.finish_page(task.url, failed=found.reason)
+            else:
+                self.store.finish_page(task.url, outcome=found.reason)
+            return
+        cleaned = prefilter_record(found.label, found.data, self.tradenames[shop.name])
+        self.store.commit_page_record(
+            task.url, record_id=dataset.stable_id(shop.source, found.image_url), shop=shop.name,
+            source=shop.source, image_url=found.image_url, raw_label=found.label, raw_data=found.data,
+            cleaned=None if isinstance(cleaned, Rejected) else (cleaned.label, cleaned.data),
+            reject_reason=cleaned.reason if isinstance(cleaned, Rejected) else None,
+        )
+
+    # --- label ----------------------------------------------------------------------------
+
+    async def _label_record(self, task: LabelTask) -> None:
+        result = await self.engine.label(task.label, task.data)
+        if result.truncated:
+            self.store.bump("label_input_truncated")
+        if result.fields is None:
+            self.store.commit_labels(task.id, answer=None, labels=None, folder=None, fail=result.reason)
+            return
+        answer = apply_no_value_rule(result.fields)
+        labels = postfilter(answer, self.cfg.filters.min_field_length)
+        if isinstance(labels, Rejected):
+            self.store.commit_labels(task.id, answer=answer, labels=None, folder=None,
+                                     reject=("postfilter", labels.reason))
+            return
+        fields = asdict(labels)
+        folder = fields.pop("folder")
+        self.store.commit_labels(task.id, answer=answer, labels=fields, folder=folder)
+
+    # --- images ---------------------------------------------------------------------------
+
+    async def _fetch_image(self, task: ImageTask) -> None:
+        cfg = self.cfg
+        try:
+            target = safe_join(cfg.images_dir, image_path(task.folder, task.id))
+        except ValueError:
+            self.store.commit_image(task.id, fail="unsafe_path")
+            return
+        # SPEC 6: an existing file is kept (it was written whole: files are renamed into place).
+        if target.exists() and not self.replace_images:
+            self.store.commit_image(task.id)
+            return
+        shop = self.shops[task.shop]
+        try:
+            resp = await self.http.get(task.image_url, max_bytes=cfg.http.max_image_bytes,
+                                       check_robots=shop.obey_robots)
+            if resp.status != 200:
+                raise ItemError(f"http_{resp.status}")
+            if resp.content_type.split("/", 1)[0] != "image":
+                raise ItemError("not_image_content_type", resp.content_type)
+            img = cfg.images
+            await asyncio.get_running_loop().run_in_executor(
+                self.pool, transform_image, resp.body, str(target), img.width, img.height,
+                img.max_pixels, img.png_compress_level,
+            )
+        except (ItemError, ImageError) as e:
+            self.store.commit_image(task.id, fail=e.reason)
+            return
+        self.store.commit_image(task.id)
+
+    # --- dataset --------------------------------------------------------------------------
+
+    def write_dataset(self) -> int:
+        entries = (
+            make_entry(record_id=r["id"], folder=r["folder"], url=r["url"],
+                       label_short=r["label_short"], label_long=r["label_long"],
+                       description=r["description"], material=r["material"],
+                       material_finish=r["material_finish"], source=r["source"])
+            for r in self.store.done_records()
+        )
+        count = write_json_atomic(self.cfg.dataset_path, entries)
+        self.store.set_counter("dataset_entries", count)
+        return count
+
+
+def _domain_allowed(url: str, allowed: list[str]) -> bool:
+    if not allowed:
+        return True
+    host = host_of(url)
+    return any(host == d or host.endswith("." + d) for d in allowed)
+
+
+def _charset(content_type: str) -> str | None:
+    for part in content_type.split(";")[1:]:
+        key, _, value = part.partition("=")
+        if key.strip().lower() == "charset":
+            return value.strip().strip('"') or None
+    return None

@@ -1,0 +1,407 @@
+"""The SQLite state store: the truth about every sitemap, page and record. All SQL lives here.
+
+Every stage works the same way (DESIGN.md): lease pending work (its state becomes a "leased"
+state), do it, then commit the result and the next state in one transaction. On open, leased
+work goes back to pending, so a kill at any moment loses only the work that was in flight.
+
+Record states, in pipeline order:
+    to_label -> labelling -> to_image -> imaging -> done
+    rejected (by a filter or assemble, with its reason) / failed (an item error, with its reason)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sitemaps (
+    url TEXT PRIMARY KEY,
+    shop TEXT NOT NULL,
+    state TEXT NOT NULL,          -- pending, leased, done, failed
+    reason TEXT,
+    urls_found INTEGER NOT NULL DEFAULT 0,
+    updated REAL
+);
+CREATE TABLE IF NOT EXISTS pages (
+    url TEXT PRIMARY KEY,
+    shop TEXT NOT NULL,
+    state TEXT NOT NULL,          -- pending, leased, done, failed
+    reason TEXT,                  -- for done: record, duplicate_image_url, not_product_page, ...
+    lastmod TEXT,
+    updated REAL
+);
+-- rowid is the discovery order (rows are never deleted): work is leased in that order and
+-- the dataset keeps it. An index on state alone is ordered by rowid within each state.
+CREATE INDEX IF NOT EXISTS pages_state ON pages(state);
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY,          -- stable: uuid5(source, image URL); the pre-filter dedup key
+    shop TEXT NOT NULL,
+    source TEXT NOT NULL,
+    page_url TEXT NOT NULL,
+    image_url TEXT NOT NULL,
+    raw TEXT NOT NULL,            -- {"label", "data"} as extracted
+    label TEXT,                   -- after the pre-filter
+    data TEXT,                    -- JSON list, after the pre-filter
+    sample REAL NOT NULL,         -- stable pseudo-random number in [0, 1) for the debug fraction
+    state TEXT NOT NULL,
+    stage TEXT,                   -- the stage that rejected or failed it
+    reason TEXT,
+    answer TEXT,                  -- the model's five fields as JSON, before the post-filter
+    labels TEXT,                  -- the post-filtered fields as JSON
+    folder TEXT,
+    updated REAL
+);
+CREATE INDEX IF NOT EXISTS records_state ON records(state);
+CREATE INDEX IF NOT EXISTS records_image_url ON records(image_url);
+CREATE TABLE IF NOT EXISTS host_stats (
+    host TEXT PRIMARY KEY,
+    requests INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    status_2xx INTEGER NOT NULL DEFAULT 0,
+    status_3xx INTEGER NOT NULL DEFAULT 0,
+    status_4xx INTEGER NOT NULL DEFAULT 0,
+    status_5xx INTEGER NOT NULL DEFAULT 0,
+    status_429 INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    latency_total REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+# Leased state -> the pending state it returns to when a run stops mid-work.
+_LEASED = {
+    "sitemaps": ("leased", "pending"),
+    "pages": ("leased", "pending"),
+    "records_label": ("labelling", "to_label"),
+    "records_image": ("imaging", "to_image"),
+}
+
+
+@dataclass(frozen=True)
+class PageTask:
+    url: str
+    shop: str
+
+
+@dataclass(frozen=True)
+class LabelTask:
+    id: str
+    shop: str
+    label: str
+    data: list[str]
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    id: str
+    shop: str
+    image_url: str
+    folder: str
+
+
+def sample_of(record_id: str) -> float:
+    """A stable pseudo-random number per record, so the debug fraction picks the same records
+    in every run and a later run with a larger fraction labels the rest."""
+    digest = hashlib.blake2b(record_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class Store:
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        self.path = Path(path)
+        if readonly:
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            # WAL lets `status` read while a run writes; NORMAL is durable across a process kill
+            # (only a power cut can lose the last commits, which are then redone).
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        self.db.execute("PRAGMA busy_timeout=10000")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def release_leases(self) -> int:
+        """Return all leased work to pending: the previous run stopped while doing it."""
+        released = 0
+        with self.transaction() as db:
+            for table, (leased, pending) in (
+                ("sitemaps", _LEASED["sitemaps"]),
+                ("pages", _LEASED["pages"]),
+                ("records", _LEASED["records_label"]),
+                ("records", _LEASED["records_image"]),
+            ):
+                cur = db.execute(f"UPDATE {table} SET state=? WHERE state=?", (pending, leased))
+                released += cur.rowcount
+        return released
+
+    # --- sitemaps -------------------------------------------------------------------------
+
+    def add_sitemaps(self, shop: str, urls: Iterable[str]) -> int:
+        with self.transaction() as db:
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO sitemaps(url, shop, state, updated) VALUES (?, ?, 'pending', ?)",
+                [(u, shop, time.time()) for u in urls],
+            )
+            return cur.rowcount
+
+    def has_sitemaps(self, shop: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sitemaps WHERE shop=? LIMIT 1", (shop,)).fetchone() is not None
+
+    def lease_sitemaps(self, limit: int) -> list[tuple[str, str]]:
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT url, shop FROM sitemaps WHERE state='pending' ORDER BY rowid LIMIT ?",
+                (limit,),
+            ).fetchall()
+            db.executemany("UPDATE sitemaps SET state='leased' WHERE url=?", [(r[0],) for r in rows])
+        return rows
+
+    def finish_sitemap(self, url: str, *, reason: str | None = None, urls_found: int = 0) -> None:
+        state = "failed" if reason else "done"
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sitemaps SET state=?, reason=?, urls_found=?, updated=? WHERE url=?",
+                (state, reason, urls_found, time.time(), url),
+            )
+
+    # --- pages ----------------------------------------------------------------------------
+
+    def add_pages(self, shop: str, pages: Iterable[tuple[str, str | None]]) -> int:
+        """Insert (url, lastmod) pairs not seen before; the seen-set is the table, not memory."""
+        with self.transaction() as db:
+            now = time.time()
+            rows = [(u, shop, lastmod, now) for u, lastmod in pages]
+            cur = db.executemany(
+                "INSERT OR IGNORE INTO pages(url, shop, state, lastmod, updated) "
+                "VALUES (?, ?, 'pending', ?, ?)",
+                rows,
+            )
+            return cur.rowcount
+
+    def lease_pages(self, limit: int) -> list[PageTask]:
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT url, shop FROM pages WHERE state='pending' ORDER BY rowid LIMIT ?", (limit,)
+            ).fetchall()
+            db.executemany("UPDATE pages SET state='leased' WHERE url=?", [(r[0],) for r in rows])
+        return [PageTask(url, shop) for url, shop in rows]
+
+    def finish_page(self, url: str, *, failed: str | None = None, outcome: str | None = None) -> None:
+        """Commit a page that yielded no record: ``failed`` for an item error, ``outcome`` for
+        a page that was fine but is not a product (not_product_page, no_image, ...)."""
+        state = "failed" if failed else "done"
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE pages SET state=?, reason=?, updated=? WHERE url=?",
+                (state, failed or outcome, time.time(), url),
+            )
+
+    def commit_page_record(
+        self,
+        page_url: str,
+        *,
+        record_id: str,
+        shop: str,
+        source: str,
+        image_url: str,
+        raw_label: str,
+        raw_data: list[str],
+        cleaned: tuple[str, list[str]] | None,
+        reject_reason: str | None,
+    ) -> str:
+        """Store the page's raw record and its pre-filter result in one transaction with the
+        page's state. Returns the page outcome: "record" or "duplicate_image_url" (SPEC 2 rule 1:
+        the first record with an image URL is kept, whatever became of it)."""
+        now = time.time()
+        with self.transaction() as db:
+            label, data = cleaned if cleaned else (None, None)
+            cur = db.execute(
+                "INSERT OR IGNORE INTO records(id, shop, source, page_url, image_url, raw, label, "
+                "data, sample, state, stage, reason, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record_id, shop, source, page_url, image_url,
+                    orjson.dumps({"label": raw_label, "data": raw_data}).decode(),
+                    label, orjson.dumps(data).decode() if data is not None else None,
+                    sample_of(record_id),
+                    "rejected" if reject_reason else "to_label",
+                    "prefilter" if reject_reason else None, reject_reason, now,
+                ),
+            )
+            outcome = "record" if cur.rowcount else "duplicate_image_url"
+            db.execute(
+                "UPDATE pages SET state='done', reason=?, updated=? WHERE url=?", (outcome, now, page_url)
+            )
+        return outcome
+
+    # --- labelling ------------------------------------------------------------------------
+
+    def lease_for_labelling(self, limit: int, debug_fraction: float = 1.0) -> list[LabelTask]:
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT id, shop, label, data FROM records WHERE state='to_label' AND sample < ? "
+                "ORDER BY rowid LIMIT ?",
+                (debug_fraction, limit),
+            ).fetchall()
+            db.executemany("UPDATE records SET state='labelling' WHERE id=?", [(r[0],) for r in rows])
+        return [LabelTask(i, shop, label, orjson.loads(data)) for i, shop, label, data in rows]
+
+    def commit_labels(
+        self,
+        record_id: str,
+        *,
+        answer: dict | None,
+        labels: dict | None,
+        folder: str | None,
+        reject: tuple[str, str] | None = None,
+        fail: str | None = None,
+    ) -> str:
+        """Commit a labelled record. With labels and a folder it goes on to the image stage,
+        unless another record with the same image URL is already in the dataset (SPEC 5).
+        Returns the record's new state."""
+        now = time.time()
+        with self.transaction() as db:
+            if fail:
+                state, stage, reason = "failed", "label", fail
+            elif reject:
+                state, (stage, reason) = "rejected", reject
+            else:
+                (image_url,) = db.execute("SELECT image_url FROM records WHERE id=?", (record_id,)).fetchone()
+                taken = db.execute(
+                    "SELECT 1 FROM records WHERE image_url=? AND id<>? AND state IN "
+                    "('to_image', 'imaging', 'done') LIMIT 1",
+                    (image_url, record_id),
+                ).fetchone()
+                if taken:
+                    state, stage, reason = "rejected", "assemble", "duplicate_in_dataset"
+                else:
+                    state, stage, reason = "to_image", None, None
+            db.execute(
+                "UPDATE records SET state=?, stage=?, reason=?, answer=?, labels=?, folder=?, updated=? "
+                "WHERE id=?",
+                (
+                    state, stage, reason,
+                    orjson.dumps(answer).decode() if answer is not None else None,
+                    orjson.dumps(labels).decode() if labels is not None else None,
+                    folder, now, record_id,
+                ),
+            )
+        return state
+
+    # --- images ---------------------------------------------------------------------------
+
+    def lease_for_images(self, limit: int) -> list[ImageTask]:
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT id, shop, image_url, folder FROM records WHERE state='to_image' "
+                "ORDER BY rowid LIMIT ?",
+                (limit,),
+            ).fetchall()
+            db.executemany("UPDATE records SET state='imaging' WHERE id=?", [(r[0],) for r in rows])
+        return [ImageTask(*r) for r in rows]
+
+    def commit_image(self, record_id: str, *, fail: str | None = None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE records SET state=?, stage=?, reason=?, updated=? WHERE id=?",
+                (
+                    "failed" if fail else "done",
+                    "images" if fail else None,
+                    fail,
+                    time.time(),
+                    record_id,
+                ),
+            )
+
+    # --- dataset --------------------------------------------------------------------------
+
+    def done_records(self) -> Iterator[dict]:
+        """Records with their image on disk, in discovery order, for the dataset file."""
+        cur = self.db.execute(
+            "SELECT id, image_url, source, labels, folder FROM records WHERE state='done' ORDER BY rowid"
+        )
+        for record_id, image_url, source, labels, folder in cur:
+            yield {"id": record_id, "url": image_url, "source": source, "folder": folder,
+                   **orjson.loads(labels)}
+
+    # --- counters and status --------------------------------------------------------------
+
+    def bump(self, name: str, by: int = 1) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (name, by),
+            )
+
+    def set_counter(self, name: str, value: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                (name, value),
+            )
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT name, value FROM counters ORDER BY name").fetchall())
+
+    def add_host_stats(self, rows: Iterable[tuple]) -> None:
+        """Add (host, requests, retries, 2xx, 3xx, 4xx, 5xx, 429, errors, bytes, latency) deltas."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO host_stats VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(host) DO UPDATE SET "
+                "requests=requests+excluded.requests, retries=retries+excluded.retries, "
+                "status_2xx=status_2xx+excluded.status_2xx, status_3xx=status_3xx+excluded.status_3xx, "
+                "status_4xx=status_4xx+excluded.status_4xx, status_5xx=status_5xx+excluded.status_5xx, "
+                "status_429=status_429+excluded.status_429, errors=errors+excluded.errors, "
+                "bytes=bytes+excluded.bytes, latency_total=latency_total+excluded.latency_total",
+                list(rows),
+            )
+
+    def host_stats(self) -> list[dict]:
+        cur = self.db.execute("SELECT * FROM host_stats ORDER BY host")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def state_counts(self) -> dict[str, list[tuple]]:
+        """(state, stage/reason, count) rows for every table, for summaries and `status`."""
+        q = self.db.execute
+        return {
+            "sitemaps": q("SELECT state, reason, COUNT(*) FROM sitemaps GROUP BY 1, 2 ORDER BY 1, 2").fetchall(),
+            "pages": q("SELECT state, reason, COUNT(*) FROM pages GROUP BY 1, 2 ORDER BY 1, 2").fetchall(),
+            "records": q(
+                "SELECT state, stage, reason, COUNT(*) FROM records GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            ).fetchall(),
+        }
+
+    def pending_counts(self) -> dict[str, int]:
+        q = self.db.execute
+        return {
+            "sitemaps": q("SELECT COUNT(*) FROM sitemaps WHERE state='pending'").fetchone()[0],
+            "pages": q("SELECT COUNT(*) FROM pages WHERE state='pending'").fetchone()[0],
+            "to_label": q("SELECT COUNT(*) FROM records WHERE state='to_label'").fetchone()[0],
+            "to_image": q("SELECT COUNT(*) FROM records WHERE state='to_image'").fetchone()[0],
+            "done": q("SELECT COUNT(*) FROM records WHERE state='done'").fetchone()[0],
+        }

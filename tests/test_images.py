@@ -1,0 +1,483 @@
+"""Tests for ilid_async.images: every input image is generated here with Pillow."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import random
+import struct
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ilid_async import images
+from ilid_async.errors import ItemError
+from ilid_async.images import (
+    ImageError,
+    ImageResult,
+    fit_size,
+    pad_edge,
+    to_rgb,
+    transform_image,
+)
+
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **params) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def noise(w: int, h: int, seed: int = 0) -> Image.Image:
+    """Incompressible pixels, so encoded files are big enough to truncate meaningfully."""
+    return Image.frombytes("RGB", (w, h), random.Random(seed).randbytes(w * h * 3))
+
+
+def run(tmp_path: Path, data: bytes, w: int = 64, h: int = 64, **kw) -> Image.Image:
+    out = tmp_path / "out" / "img.png"
+    result = transform_image(data, str(out), w, h, **kw)
+    assert result.width == w and result.height == h
+    assert result.bytes_written == out.stat().st_size
+    img = Image.open(out)
+    img.load()
+    return img
+
+
+def close(a: tuple[int, ...], b: tuple[int, ...], tol: int = 8) -> bool:
+    return all(abs(x - y) <= tol for x, y in zip(a, b))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*.tmp")) if folder.exists() else []
+
+
+# --- fit_size ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "src, target, expected",
+    [
+        ((300, 600), (512, 512), (256, 512)),  # portrait: height becomes H
+        ((600, 300), (512, 512), (512, 256)),  # landscape: width becomes W
+        ((1000, 1000), (512, 512), (512, 512)),  # square
+        ((10, 20), (512, 512), (256, 512)),  # tiny: scaled up
+        ((40000, 30000), (512, 512), (512, 384)),  # huge
+        ((40000, 10), (512, 512), (512, 1)),  # a side never drops to 0
+        ((1, 1), (512, 512), (512, 512)),
+        ((1000, 1000), (800, 400), (400, 400)),  # non-square target: height limits
+        ((1600, 400), (800, 400), (800, 200)),  # non-square target: width limits
+        ((1000, 999), (512, 512), (512, 511)),  # rounding (511.488)
+        ((3, 2), (512, 512), (512, 341)),  # 341.33 rounds down
+        ((2, 3), (512, 512), (341, 512)),
+    ],
+)
+def test_fit_size(src, target, expected):
+    assert fit_size(*src, *target) == expected
+
+
+def test_fit_size_never_exceeds_target():
+    rng = random.Random(1)
+    for _ in range(2000):
+        w, h = rng.randint(1, 5000), rng.randint(1, 5000)
+        W, H = rng.randint(1, 1000), rng.randint(1, 1000)
+        fw, fh = fit_size(w, h, W, H)
+        assert 1 <= fw <= W and 1 <= fh <= H
+        assert fw == W or fh == H
+
+
+def test_fit_size_rejects_zero():
+    with pytest.raises(ValueError):
+        fit_size(0, 10, 512, 512)
+
+
+# --- output shape -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [(300, 600), (600, 300), (200, 200), (5, 3), (1, 1)])
+def test_output_is_exactly_target_rgb_png(tmp_path, size):
+    out = run(tmp_path, encode(noise(*size)), 96, 96)
+    assert out.format == "PNG"
+    assert out.mode == "RGB"
+    assert out.size == (96, 96)
+
+
+def test_result_reports_source_and_output_size(tmp_path):
+    result = transform_image(encode(noise(30, 20)), str(tmp_path / "a.png"), 64, 48)
+    assert result == ImageResult(30, 20, 64, 48, (tmp_path / "a.png").stat().st_size)
+
+
+def test_non_square_target(tmp_path):
+    out = run(tmp_path, encode(Image.new("RGB", (50, 50), GREEN)), 80, 40)
+    assert out.size == (80, 40)
+    assert out.getcolors() == [(80 * 40, GREEN)]
+
+
+def test_creates_parent_folders_and_replaces_existing(tmp_path):
+    out = tmp_path / "a" / "b" / "x.png"
+    transform_image(encode(Image.new("RGB", (8, 8), RED)), str(out), 16, 16)
+    transform_image(encode(Image.new("RGB", (8, 8), BLUE)), str(out), 16, 16)
+    assert Image.open(out).getpixel((8, 8)) == BLUE
+    assert leftovers(tmp_path) == []
+
+
+# --- edge padding -----------------------------------------------------------------------------
+
+def distinct(w: int, h: int, mode: str = "RGB") -> Image.Image:
+    """Every pixel a different colour, so any mis-copied pixel shows."""
+    img = Image.new(mode, (w, h))
+    pixels = [(x * 40 % 256, y * 40 % 256, (x + y) * 7 % 256) for y in range(h) for x in range(w)]
+    img.putdata(pixels)
+    return img
+
+
+@pytest.mark.parametrize("size, target", [((3, 5), (9, 9)), ((5, 2), (8, 11)), ((4, 4), (4, 4)),
+                                           ((1, 1), (3, 2)), ((6, 3), (6, 7))])
+def test_pad_edge_replicates_nearest_edge_pixel(size, target):
+    img = distinct(*size)
+    (w, h), (W, H) = size, target
+    out = pad_edge(img, W, H)
+    assert out.size == (W, H) and out.mode == img.mode
+    left, top = (W - w) // 2, (H - h) // 2
+    for y in range(H):
+        for x in range(W):
+            sx = min(max(x - left, 0), w - 1)
+            sy = min(max(y - top, 0), h - 1)
+            assert out.getpixel((x, y)) == img.getpixel((sx, sy)), (x, y)
+
+
+def test_pad_edge_keeps_palette():
+    img = Image.new("P", (2, 2))
+    img.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * 759)
+    img.putdata([1, 2, 1, 2])
+    out = pad_edge(img, 6, 2)
+    assert out.mode == "P"
+    assert out.convert("RGB").getpixel((0, 0)) == RED
+    assert out.convert("RGB").getpixel((5, 1)) == BLUE
+
+
+def test_pad_edge_rejects_too_big():
+    with pytest.raises(ValueError):
+        pad_edge(Image.new("RGB", (10, 5)), 8, 8)
+
+
+def test_transform_pads_with_edge_columns_not_a_solid_colour(tmp_path):
+    # Portrait: left column red shading down to black, right column blue, middle green.
+    w, h = 40, 80
+    img = Image.new("RGB", (w, h), GREEN)
+    for y in range(h):
+        shade = 255 - y * 3
+        for x in range(8):
+            img.putpixel((x, y), (shade, 0, 0))
+            img.putpixel((w - 1 - x, y), (0, 0, 255))
+    out = run(tmp_path, encode(img), 64, 64)
+    fit_w, _ = fit_size(w, h, 64, 64)
+    left = (64 - fit_w) // 2
+    assert left > 0
+    for y in range(64):
+        edge_left = out.getpixel((left, y))
+        edge_right = out.getpixel((left + fit_w - 1, y))
+        for x in range(left):
+            assert out.getpixel((x, y)) == edge_left
+        for x in range(left + fit_w, 64):
+            assert out.getpixel((x, y)) == edge_right
+        assert close(edge_right, BLUE)
+    # The left pad follows the shading row by row (so it is not one colour).
+    assert out.getpixel((0, 0))[0] > 200 and out.getpixel((0, 63))[0] < 80
+
+
+def test_landscape_pads_top_and_bottom_rows(tmp_path):
+    img = Image.new("RGB", (80, 40), GREEN)
+    for x in range(80):
+        img.putpixel((x, 0), RED)
+        img.putpixel((x, 39), BLUE)
+    out = run(tmp_path, encode(img), 80, 80)
+    assert out.getpixel((40, 0)) == out.getpixel((40, 20))  # top pad == first content row
+    assert out.getpixel((40, 79)) == out.getpixel((40, 59))
+    assert out.getpixel((40, 0))[0] > out.getpixel((40, 0))[2]  # reddish
+    assert out.getpixel((40, 79))[2] > out.getpixel((40, 79))[0]  # bluish
+
+
+# --- colour modes -----------------------------------------------------------------------------
+
+def test_rgba_transparent_becomes_white(tmp_path):
+    img = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    for y in range(20):
+        for x in range(10, 20):
+            img.putpixel((x, y), (255, 0, 0, 255))
+    out = run(tmp_path, encode(img), 20, 20)
+    assert out.getpixel((2, 10)) == WHITE
+    assert out.getpixel((17, 10)) == RED
+
+
+def test_rgba_half_transparent_blends_with_white():
+    img = Image.new("RGBA", (2, 2), (0, 0, 0, 128))
+    assert close(to_rgb(img).getpixel((0, 0)), (127, 127, 127), 2)
+
+
+def test_la_transparent_becomes_white(tmp_path):
+    img = Image.new("LA", (10, 10), (0, 0))
+    img.putpixel((9, 9), (0, 255))
+    out = run(tmp_path, encode(img), 10, 10)
+    assert out.getpixel((0, 0)) == WHITE
+    assert out.getpixel((9, 9)) == (0, 0, 0)
+
+
+def test_palette_with_transparency_becomes_white(tmp_path):
+    img = Image.new("P", (10, 10), 0)
+    img.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    for x in range(5, 10):
+        for y in range(10):
+            img.putpixel((x, y), 1)
+    img.info["transparency"] = 0
+    data = encode(img, transparency=0)
+    out = run(tmp_path, data, 10, 10)
+    assert out.getpixel((1, 5)) == WHITE
+    assert out.getpixel((8, 5)) == BLUE
+
+
+def test_palette_without_transparency(tmp_path):
+    img = Image.new("RGB", (10, 10), RED).convert("P")
+    assert run(tmp_path, encode(img, "GIF"), 10, 10).getpixel((5, 5)) == RED
+
+
+def test_rgb_png_with_transparent_colour_key():
+    img = Image.open(io.BytesIO(encode(Image.new("RGB", (4, 4), RED), transparency=RED)))
+    assert to_rgb(img).getpixel((0, 0)) == WHITE
+
+
+def test_cmyk_jpeg_becomes_cyan(tmp_path):
+    img = Image.new("CMYK", (32, 32), (255, 0, 0, 0))
+    out = run(tmp_path, encode(img, "JPEG", quality=95), 32, 32)
+    r, g, b = out.getpixel((16, 16))
+    assert r < 40 and g > 200 and b > 200
+
+
+def test_cmyk_tiff_becomes_cyan(tmp_path):
+    img = Image.new("CMYK", (8, 8), (255, 0, 0, 0))
+    assert close(run(tmp_path, encode(img, "TIFF"), 8, 8).getpixel((4, 4)), (0, 255, 255))
+
+
+def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    img = Image.new("I;16", (30, 10), 0)
+    for y in range(10):
+        for x in range(10, 20):
+            img.putpixel((x, y), 32768)
+        for x in range(20, 30):
+            img.putpixel((x, y), 65535)
+    data = encode(img)
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    out = run(tmp_path, data, 30, 10)
+    assert out.getpixel((5, 5)) == (0, 0, 0)
+    assert close(out.getpixel((15, 5)), (128, 128, 128), 2)
+    assert out.getpixel((25, 5)) == WHITE
+
+
+@pytest.mark.parametrize(
+    "mode, value, expected",
+    [("I", 65535, 255), ("I", 200, 200), ("F", 0.5, 127), ("F", 65535.0, 255)],
+)
+def test_deep_grey_modes(mode, value, expected):
+    grey = to_rgb(Image.new(mode, (2, 2), value)).getpixel((0, 0))
+    assert close(grey, (expected,) * 3, 1)
+
+
+@pytest.mark.parametrize("mode", ["1", "L"])
+def test_bilevel_and_grey(tmp_path, mode):
+    out = run(tmp_path, encode(Image.new(mode, (8, 8), 255 if mode == "L" else 1)), 8, 8)
+    assert out.mode == "RGB" and out.getpixel((3, 3)) == WHITE
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # Stored landscape: left half red, right half blue. Orientation 6 means "rotate 90 degrees
+    # clockwise to display", so the picture is portrait with red on top.
+    raw = Image.new("RGB", (80, 40), RED)
+    raw.paste(Image.new("RGB", (40, 40), BLUE), (40, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(raw, "JPEG", quality=95, exif=exif)
+    result = transform_image(data, str(tmp_path / "r.png"), 64, 64)
+    assert (result.source_width, result.source_height) == (40, 80)
+    out = Image.open(tmp_path / "r.png")
+    assert close(out.getpixel((32, 8)), RED, 30)
+    assert close(out.getpixel((32, 56)), BLUE, 30)
+    # Portrait content (32 x 64) padded left and right from its edge columns.
+    assert out.getpixel((0, 8)) == out.getpixel((16, 8))
+
+
+def test_broken_exif_does_not_lose_the_image(tmp_path):
+    data = encode(Image.new("RGB", (16, 16), RED), "JPEG", exif=b"Exif\x00\x00garbage-not-tiff")
+    out = run(tmp_path, data, 16, 16)
+    assert close(out.getpixel((8, 8)), RED, 10)
+
+
+def test_animated_gif_uses_first_frame(tmp_path):
+    frames = [Image.new("RGB", (20, 20), c) for c in (RED, BLUE, GREEN)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    img = Image.open(io.BytesIO(data))
+    assert img.n_frames == 3
+    img.seek(2)  # to_rgb must go back to frame 0 even when handed a later frame
+    assert to_rgb(img).getpixel((5, 5)) == RED
+    assert run(tmp_path, data, 20, 20).getpixel((10, 10)) == RED
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
+def test_common_formats(tmp_path, fmt):
+    out = run(tmp_path, encode(Image.new("RGB", (24, 12), GREEN), fmt), 32, 32)
+    assert close(out.getpixel((16, 16)), GREEN, 12)
+
+
+def test_jpeg_draft_decodes_big_photo_to_right_size(tmp_path):
+    big = Image.new("RGB", (4000, 3000), RED)
+    big.paste(Image.new("RGB", (2000, 3000), BLUE), (2000, 0))
+    result = transform_image(encode(big, "JPEG"), str(tmp_path / "b.png"), 128, 128)
+    assert (result.source_width, result.source_height) == (4000, 3000)
+    out = Image.open(tmp_path / "b.png")
+    assert close(out.getpixel((10, 64)), RED, 20) and close(out.getpixel((118, 64)), BLUE, 20)
+
+
+# --- resampling -------------------------------------------------------------------------------
+
+def test_area_downscale_of_checkerboard_is_mid_grey(tmp_path):
+    board = Image.new("L", (512, 512))
+    board.putdata([255 * ((x + y) % 2) for y in range(512) for x in range(512)])
+    out = run(tmp_path, encode(board), 64, 64)
+    for low, high in out.getextrema():  # per band
+        assert low >= 120 and high <= 135
+
+
+def test_upscale_is_smooth(tmp_path):
+    img = Image.new("L", (2, 1))
+    img.putdata([0, 255])
+    out = run(tmp_path, encode(img), 64, 32)
+    # BICUBIC gives intermediate values; NEAREST would give only 0 and 255.
+    assert len({out.getpixel((x, 16))[0] for x in range(64)}) > 4
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+def assert_fails(tmp_path: Path, data: bytes, reason: str, **kw) -> ImageError:
+    out = tmp_path / "dst" / "x.png"
+    with pytest.raises(ImageError) as info:
+        transform_image(data, str(out), 64, 64, **kw)
+    assert info.value.reason == reason
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+    return info.value
+
+
+def test_truncated_jpeg(tmp_path):
+    data = encode(noise(300, 300), "JPEG", quality=90)
+    err = assert_fails(tmp_path, data[: len(data) // 2], "truncated_image")
+    assert "truncat" in str(err).lower()
+
+
+def test_truncated_png(tmp_path):
+    data = encode(noise(300, 300))
+    assert_fails(tmp_path, data[: len(data) // 2], "truncated_image")
+
+
+def test_truncated_image_keeps_existing_file(tmp_path):
+    out = tmp_path / "dst" / "x.png"
+    out.parent.mkdir()
+    out.write_bytes(b"old")
+    data = encode(noise(300, 300), "JPEG")
+    with pytest.raises(ImageError):
+        transform_image(data[:2000], str(out))
+    assert out.read_bytes() == b"old"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        random.Random(7).randbytes(5000),
+        b"<!DOCTYPE html><html><head><title>404</title></head><body>Not found</body></html>",
+        b"",
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",  # EPS is not an allowed format
+    ],
+    ids=["random", "html", "empty", "eps"],
+)
+def test_not_an_image(tmp_path, data):
+    assert_fails(tmp_path, data, "not_an_image")
+
+
+def png_with_claimed_size(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose IHDR claims another size (CRC fixed so Pillow trusts it)."""
+    data = bytearray(encode(Image.new("L", (1, 1))))
+    # Signature (8) + length (4) + b"IHDR" (4), then width and height; CRC follows the 13 bytes.
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_decompression_bomb_header_is_refused_quickly(tmp_path):
+    start = time.perf_counter()
+    err = assert_fails(tmp_path, png_with_claimed_size(30000, 30000), "too_many_pixels")
+    assert time.perf_counter() - start < 1.0
+    assert "30000" in str(err) or "900000000" in str(err)
+
+
+def test_our_cap_is_checked_before_decoding(tmp_path):
+    # 2000x2000 is far below Pillow's own limit, so only our cap can refuse it.
+    assert_fails(tmp_path, png_with_claimed_size(2000, 2000), "too_many_pixels",
+                 max_pixels=1_000_000)
+
+
+def test_our_cap_decides_over_pillows(tmp_path, monkeypatch):
+    # Pillow's guard (set tiny here) must not refuse an image our cap allows.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    out = run(tmp_path, encode(noise(100, 100)), 32, 32, max_pixels=1_000_000)
+    assert out.size == (32, 32)
+
+
+def test_writes_through_hidden_temp_file_in_same_folder(tmp_path, monkeypatch):
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append((Path(src), Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(images.os, "replace", spy)
+    out = tmp_path / "x.png"
+    transform_image(encode(noise(10, 10)), str(out), 16, 16)
+    [(src, dst)] = seen
+    assert dst == out and src.parent == tmp_path
+    assert src.name.startswith(".") and src.name.endswith(".tmp")
+    assert (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_write_failure_leaves_nothing(tmp_path, monkeypatch):
+    def broken_replace(src, dst):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(images.os, "replace", broken_replace)
+    out = tmp_path / "x.png"
+    with pytest.raises(OSError):
+        transform_image(encode(noise(10, 10)), str(out), 16, 16)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_error_is_an_item_error_and_pickles():
+    err = ImageError("truncated_image", "image file is truncated")
+    assert isinstance(err, ItemError)
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.reason, copy.detail, str(copy)) == (err.reason, err.detail, str(err))
+    assert str(ImageError("not_an_image")) == "not_an_image"
+
+
+def test_runs_in_a_process_pool(tmp_path):
+    good = encode(noise(40, 20))
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        result = pool.submit(transform_image, good, str(tmp_path / "ok.png"), 32, 32).result()
+        assert result.width == 32 and os.path.exists(tmp_path / "ok.png")
+        with pytest.raises(ImageError) as info:
+            pool.submit(transform_image, b"nope", str(tmp_path / "bad.png")).result()
+    assert info.value.reason == "not_an_image"
