@@ -18,6 +18,8 @@ from typing import Any
 from .errors import UserError
 
 DEMO_PLACEHOLDER = "{demo}"
+# Marks fields that the loader fills in; they are not keys of any file.
+LOADED = {"loaded": True}
 STAGES = ("crawl", "label", "images", "dataset")
 
 
@@ -105,9 +107,8 @@ class ShopConfig:
     image_endings: list[str] = field(default_factory=lambda: [".jpg"])
     tradename_regex: str = ""
     selectors: Selectors = field(default_factory=Selectors)
-    # Filled in by the loader, not read from the file.
-    name: str = ""
-    path: str = ""
+    name: str = field(default="", metadata=LOADED)  # the file's stem
+    path: str = field(default="", metadata=LOADED)
 
     def with_demo_url(self, base_url: str) -> ShopConfig:
         """The same shop with ``{demo}`` replaced by the running demo server's URL."""
@@ -145,7 +146,7 @@ class PromptConfig:
     template: str = ""  # chat format with {system} and {user}, for models without a template
     # Tokens each field may use; also fixes the order in which the fields are generated.
     max_tokens: dict[str, int] = field(default_factory=dict)
-    path: str = ""
+    path: str = field(default="", metadata=LOADED)
 
 
 @dataclass
@@ -157,9 +158,9 @@ class Config:
     images: ImageSettings = field(default_factory=ImageSettings)
     filters: FilterSettings = field(default_factory=FilterSettings)
     # Loaded from the files named above, not keys of config.toml.
-    shops: list[ShopConfig] = field(default_factory=list)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    path: str = ""
+    shops: list[ShopConfig] = field(default_factory=list, metadata=LOADED)
+    prompt: PromptConfig = field(default_factory=PromptConfig, metadata=LOADED)
+    path: str = field(default="", metadata=LOADED)
 
     @property
     def run_dir(self) -> Path:
@@ -179,7 +180,6 @@ class Config:
 
 
 LABEL_FIELDS = ("label_long", "label_short", "description", "material", "material_finish")
-_LOADER_FIELDS = {"name", "path", "shops", "prompt"}  # set by the loader, never read from TOML
 _ACTIONS = ("product", "ignore")
 
 
@@ -226,7 +226,7 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
 
 def _build(cls: type, table: dict, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)} - _LOADER_FIELDS
+    known = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("loaded")}
     values = {}
     for key, value in table.items():
         if key not in known:

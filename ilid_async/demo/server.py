@@ -81,7 +81,7 @@ def _draw_part(draw: ImageDraw.ImageDraw, rng: random.Random, w: int, h: int,
 
     kind = rng.randrange(4)
     if kind == 0:  # block or plate with mounting holes
-        aw, ah = r * rng.uniform(0.8, 1.3), r * rng.uniform(0.5, 1.0)
+        aw, ah = r * rng.uniform(0.75, 1.15), r * rng.uniform(0.5, 1.0)
         draw.rounded_rectangle((cx - aw, cy - ah, cx + aw, cy + ah), radius=r * 0.12, fill=base,
                                outline=dark, width=line)
         draw.rectangle((cx - aw * 0.9, cy - ah * 0.8, cx + aw * 0.9, cy - ah * 0.55), fill=light)
@@ -110,7 +110,7 @@ def _draw_part(draw: ImageDraw.ImageDraw, rng: random.Random, w: int, h: int,
         rh = r * 0.3
         draw.ellipse((cx - rh, cy - rh, cx + rh, cy + rh), fill=light, outline=dark, width=line)
     else:  # hinge or bracket: two leaves and a pin
-        lw, lh = r * rng.uniform(0.5, 0.8), r * rng.uniform(0.8, 1.1)
+        lw, lh = r * rng.uniform(0.38, 0.55), r * rng.uniform(0.8, 1.1)
         draw.rectangle((cx - lw * 2, cy - lh, cx, cy + lh), fill=base, outline=dark, width=line)
         draw.rectangle((cx, cy - lh, cx + lw * 2, cy + lh), fill=light, outline=dark, width=line)
         pin = r * 0.12
@@ -191,7 +191,7 @@ def _e(text: object) -> str:
 
 def _json_ld(data: dict) -> str:
     # "</" inside a script element would end it early.
-    return json.dumps(data, ensure_ascii=False, indent=1).replace("</", "<\\/")
+    return json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
 
 
 class _Pages:
@@ -337,11 +337,15 @@ class _Pages:
         """'Customers also viewed': thumbnails of neighbours, outside the gallery on purpose."""
         same = self.cat.products_in(p.category)
         i = same.index(p)
-        others = [q for q in (same[(i + k) % len(same)] for k in (1, 2, 3)) if q is not p]
+        others: dict[str, Product] = {}  # by SKU: small categories wrap around
+        for k in (1, 2, 3):
+            q = same[(i + k) % len(same)]
+            if q is not p:
+                others.setdefault(q.sku, q)
         if not others:
             return ""
         return ('    <section class="related">\n      <h2>Customers also viewed</h2>\n      <ul>\n'
-                + "".join(f"        <li>{self._tile(q)}</li>\n" for q in dict.fromkeys(others))
+                + "".join(f"        <li>{self._tile(q)}</li>\n" for q in others.values())
                 + "      </ul>\n    </section>")
 
     @staticmethod
@@ -513,7 +517,7 @@ class DemoServer:
         # A short shutdown timeout: close() should not wait a minute for idle keep-alives.
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self.host, port)
         await site.start()
         self.port = self._runner.addresses[0][1]  # the real port when 0 was asked for
         shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(self.host, self.host)

@@ -1,0 +1,46 @@
+"""Shared test fixtures: the loopback test shop, configs written for it, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shop import ShopServer
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PROMPT = REPO / "prompts" / "default.toml"
+
+
+@pytest.fixture
+def shop_server():
+    server = ShopServer().start()
+    yield server
+    server.stop()
+
+
+def write_config(tmp_path: Path, shop_toml: str, **sections: str) -> Path:
+    """A config.toml in tmp_path for one shop. Keyword arguments add TOML lines to a table,
+    e.g. ``llm="debug_fraction = 0.5"``."""
+    (tmp_path / "shops").mkdir(exist_ok=True)
+    (tmp_path / "shops" / "testshop.toml").write_text(shop_toml)
+    tables = {
+        "run": 'dir = "run"\nshops = ["shops/testshop.toml"]',
+        "http": "allow_loopback = true\nbackoff = 0.05",
+        "llm": f'prompt = "{DEFAULT_PROMPT}"\nn_ctx = 1024',
+    }
+    for name, lines in sections.items():
+        tables[name] = tables.get(name, "") + "\n" + lines
+    config = tmp_path / "config.toml"
+    config.write_text("".join(f"[{name}]\n{lines}\n" for name, lines in tables.items()))
+    return config
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real command in a subprocess, as a user runs it."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "ilid_async", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)

@@ -1,0 +1,77 @@
+"""Bad configs are user errors: exit code 2 and one line naming the file and the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO, run_cli, write_config
+from shop import SHOP_TOML
+from ilid_async.config import load_config
+from ilid_async.errors import UserError
+
+SHOP = SHOP_TOML.replace("{base}", "http://127.0.0.1:9")
+
+
+def test_root_config_loads():
+    cfg = load_config(REPO / "config.toml")
+    assert cfg.demo.enabled and cfg.http.allow_loopback
+    assert [s.source for s in cfg.shops] == ["demo"]
+    assert list(cfg.prompt.max_tokens) == ["label_long", "label_short", "description", "material",
+                                           "material_finish"]
+
+
+@pytest.mark.parametrize(
+    "sections, shop, expected",
+    [
+        ({"http": "concurency = 4"}, SHOP, "config.toml: key 'http.concurency': unknown key"),
+        ({"http": 'timeout = "fast"'}, SHOP, "config.toml: key 'http.timeout': expected float, got str"),
+        ({"images": "width = true"}, SHOP, "config.toml: key 'images.width': expected int, got bool"),
+        ({"llm": 'model = "nope.gguf"'}, SHOP, "config.toml: key 'llm.model': model file not found"),
+        ({"llm": "debug_fraction = 0"}, SHOP, "config.toml: key 'llm.debug_fraction': must be in (0, 1]"),
+        ({"colour": "x = 1"}, SHOP, "config.toml: key 'colour': unknown key"),
+        ({}, 'imag_endings = [".png"]\n' + SHOP, "testshop.toml: key 'imag_endings': unknown key"),
+        ({}, SHOP.replace('"div.product"', "5"), "testshop.toml: key 'selectors.product': expected str"),
+        ({}, SHOP.replace('"div.product"', '"div[["'), "testshop.toml: key 'selectors.product': bad CSS"),
+        ({}, SHOP.replace('"(proline)"', '"(proline"'), "testshop.toml: key 'tradename_regex': bad regex"),
+        ({}, SHOP.replace('"product"]]', '"parse"]]'), "testshop.toml: key 'sitemap_rules[0]'"),
+        ({}, SHOP.replace('source = "testshop"', ""), "testshop.toml: key 'source': required"),
+    ],
+    ids=["unknown-key", "wrong-type", "bool-for-int", "missing-model", "bad-fraction", "unknown-table",
+         "shop-unknown-key", "shop-wrong-type", "bad-selector", "bad-regex", "bad-action", "no-source"],
+)
+def test_bad_config_is_one_line_exit_2(tmp_path, sections, shop, expected):
+    config = write_config(tmp_path, shop, **sections)
+    with pytest.raises(UserError, match=None) as err:
+        load_config(config)
+    assert expected in str(err.value)
+    result = run_cli("run", str(config), timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_missing_shop_file(tmp_path):
+    config = write_config(tmp_path, SHOP, run='shops = ["shops/testshop.toml", "shops/missing.toml"]')
+    # The run table above now lists shops twice: TOML itself refuses, which is also a user error.
+    result = run_cli("run", str(config), timeout=60)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    config.write_text(config.read_text().replace('shops = ["shops/testshop.toml"]\n', ""))
+    result = run_cli("run", str(config), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'shops' / 'missing.toml'}: shop file not found"]
+
+
+def test_missing_config_file(tmp_path):
+    result = run_cli("run", str(tmp_path / "nope.toml"), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'nope.toml'}: config file not found"
+
+
+def test_demo_placeholder_and_rules(tmp_path):
+    config = write_config(tmp_path, SHOP.replace("http://127.0.0.1:9", "{demo}"))
+    shop = load_config(config).shops[0].with_demo_url("http://127.0.0.1:1234")
+    assert shop.robots_urls == ["http://127.0.0.1:1234/robots.txt"]
+    assert shop.page_action("http://127.0.0.1:1234/p/x") == "product"
+    assert shop.page_action("http://127.0.0.1:1234/about") is None
+    assert shop.follows_sitemap("http://anything/sitemap.xml")
