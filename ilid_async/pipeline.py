@@ -64,9 +64,12 @@ class Stage:
             await self.work(item)
         except Exception:  # noqa: BLE001 - the work functions record item errors; this is a bug
             log.exception("%s: unexpected error on %r", self.name, item)
-        finally:
-            self.wake.set()
-            self._poke_downstream()
+
+    def _item_done(self, task: asyncio.Task, in_flight: set[asyncio.Task]) -> None:
+        # Wake only once the task is out of in_flight, or the loop could wait forever on it.
+        in_flight.discard(task)
+        self.wake.set()
+        self._poke_downstream()
 
     async def run(self) -> None:
         in_flight: set[asyncio.Task] = set()
@@ -81,7 +84,7 @@ class Stage:
                     for item in leased:
                         task = asyncio.create_task(self._run_item(item))
                         in_flight.add(task)
-                        task.add_done_callback(in_flight.discard)
+                        task.add_done_callback(lambda t: self._item_done(t, in_flight))
                 if not in_flight and not leased and upstream_done:
                     break
                 await self.wake.wait()

@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ilid_async.demo",
                                      description="Serve the offline demo web shop.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8642, help="port, 0 for any free one (default 8642)")
-    parser.add_argument("--products", type=int, default=320, help="number of products (default 320)")
+    parser.add_argument("--port", type=int, default=8642,
+                        help="port, 0 for any free one (default 8642)")
+    parser.add_argument("--products", type=int, default=320,
+                        help="number of products (default 320)")
     parser.add_argument("--seed", type=int, default=7, help="catalogue seed (default 7)")
     args = parser.parse_args(argv)
     try:

@@ -240,7 +240,8 @@ def _bearing(rng: random.Random) -> _Part:
         material = rng.choice(["bearing steel 100Cr6", "stainless steel 1.4404"])
         specs = [("Bore diameter d", f"{d} mm"), ("Outer diameter D", f"{big_d} mm"),
                  ("Width B", f"{b} mm"),
-                 ("Seal", "rubber seals both sides" if seal == "2RS" else "metal shields both sides")]
+                 ("Seal", "rubber seals both sides" if seal == "2RS"
+                  else "metal shields both sides")]
         weight = big_d * big_d * b * 0.0000045
     elif kind == "Needle roller bearing":
         d = rng.choice([10, 12, 15, 20, 25, 30])
@@ -331,7 +332,8 @@ def _castor(rng: random.Random) -> _Part:
     mounting = rng.choice(["top plate 100 x 85 mm", "top plate 60 x 60 mm",
                            "bolt hole 12 mm", "threaded stem M10 x 15", "threaded stem M12 x 25"])
     size = f"{wheel} mm"
-    specs = [("Wheel diameter", f"{wheel} mm"), ("Wheel width", f"{rng.choice([25, 32, 40, 50])} mm"),
+    specs = [("Wheel diameter", f"{wheel} mm"),
+             ("Wheel width", f"{rng.choice([25, 32, 40, 50])} mm"),
              ("Load capacity", f"{load} kg"), ("Overall height", f"{int(wheel * 1.3)} mm"),
              ("Tyre", tyre), ("Mounting", mounting),
              ("Bearing", rng.choice(["roller bearing", "ball bearing", "plain bearing"]))]
@@ -351,7 +353,8 @@ def _pallet_truck(rng: random.Random) -> _Part:
              ("Width over forks", f"{rng.choice([520, 540, 685])} mm"),
              ("Lowered height", f"{lowered} mm"), ("Lift height", f"{lowered + 115} mm"),
              ("Steering wheels", rng.choice(["polyurethane, 200 mm", "rubber, 200 mm"])),
-             ("Fork rollers", rng.choice(["tandem, polyamide, 80 mm", "single, polyurethane, 80 mm"]))]
+             ("Fork rollers", rng.choice(["tandem, polyamide, 80 mm",
+                                          "single, polyurethane, 80 mm"]))]
     facts = f"Lifts {_n(capacity)} kg on {_n(forks)} mm forks from {lowered} mm lowered height."
     return _Part(stem, size, specs, facts, material, rng.uniform(58, 110), rng.uniform(290, 1900))
 
@@ -440,7 +443,8 @@ def _gland(rng: random.Random) -> _Part:
                        "Blanking plug"])
     thread, clamp, flats = rng.choice(_GLANDS)
     material = ("brass" if stem.startswith("EMC")
-                else rng.choice(["polyamide PA6", "polyamide PA6", "brass", "stainless steel 1.4404"]))
+                else rng.choice(["polyamide PA6", "polyamide PA6", "brass",
+                                 "stainless steel 1.4404"]))
     ip = rng.choice(["IP68", "IP66 / IP68", "IP69K"])
     size = f"{thread}, {ip}"
     specs = [("Thread", thread), ("Width across flats", f"{flats} mm"), ("Protection class", ip),
@@ -468,7 +472,8 @@ def _fastener(rng: random.Random) -> _Part:
     specs = [("Thread", f"M{diameter}"), ("Length", f"{_n(length)} mm"),
              ("Strength class", grade), ("Pack size", f"{pack} pcs")]
     facts = f"Thread M{diameter}, length {_n(length)} mm, strength class {grade}, pack of {pack}."
-    return _Part(stem, size, specs, facts, material, diameter * diameter * length * 0.0000062 * pack,
+    weight = diameter * diameter * length * 0.0000062 * pack
+    return _Part(stem, size, specs, facts, material, weight,
                  rng.uniform(0.5, 40))
 
 
@@ -697,7 +702,8 @@ def _description(rng: random.Random, part: _Part, uses: list[str], tradename: st
         sentences.append(part.facts)
     if tradename and rng.random() < 0.5:
         sentences.append(rng.choice(_TRADENAME_SENTENCES).format(
-            tn=tradename, cycles=f"{rng.choice([10, 20, 50, 100]) * 1000:,}", years=rng.choice([2, 3, 5])))
+            tn=tradename, cycles=f"{rng.choice([10, 20, 50, 100]) * 1000:,}",
+            years=rng.choice([2, 3, 5])))
     return " ".join(sentences[:3])
 
 
