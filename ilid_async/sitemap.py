@@ -35,9 +35,11 @@ def robots_sitemaps(robots_txt: str) -> list[str]:
     return found
 
 
-def _local(tag: str) -> str:
-    """Tag name without its XML namespace: sitemaps in the wild use several namespaces."""
-    return tag.rsplit("}", 1)[-1].lower()
+def _split_tag(tag: str) -> tuple[str, str]:
+    """(namespace, local name). Sitemaps in the wild use several namespaces for their own
+    tags, and extensions (image:, news:, xhtml:) nest their own <loc> inside <url>."""
+    ns, _, local = tag[1:].rpartition("}") if tag.startswith("{") else ("", "", tag)
+    return ns, local.lower()
 
 
 class SitemapParser:
@@ -50,8 +52,10 @@ class SitemapParser:
         self._started = False
         self._head = b""
         self._xml = XMLPullParser(events=("end",))
-        self._loc: str | None = None
-        self._lastmod: str | None = None
+        # Per namespace, the <loc>/<lastmod> seen since the last entry: only those in the
+        # entry's own namespace count.
+        self._loc: dict[str, str] = {}
+        self._lastmod: dict[str, str] = {}
         self.root_kind: str | None = None  # "urlset" or "sitemapindex"
 
     def feed(self, chunk: bytes) -> Iterator[SitemapEntry]:
@@ -107,20 +111,20 @@ class SitemapParser:
         except ParseError as e:
             raise ItemError("malformed_sitemap", str(e)) from None
         for _, elem in events:
-            tag = _local(elem.tag)
+            ns, tag = _split_tag(elem.tag)
             if tag == "loc":
-                self._loc = (elem.text or "").strip()
+                self._loc[ns] = (elem.text or "").strip()
             elif tag == "lastmod":
-                self._lastmod = (elem.text or "").strip() or None
+                self._lastmod[ns] = (elem.text or "").strip()
             elif tag in ("url", "sitemap"):
-                if self._loc:
-                    yield SitemapEntry("url" if tag == "url" else "sitemap", self._loc, self._lastmod)
-                self._loc = self._lastmod = None
+                loc = self._loc.get(ns)
+                if loc:
+                    yield SitemapEntry("url" if tag == "url" else "sitemap", loc, self._lastmod.get(ns) or None)
+                self._loc.clear()
+                self._lastmod.clear()
                 elem.clear()  # finished entries are dropped: memory stays flat
             elif tag in ("urlset", "sitemapindex"):
                 self.root_kind = tag
-            else:
-                continue
 
 
 async def walk_sitemap(http, url: str, *, max_bytes: int, headers: dict[str, str] | None = None,

@@ -93,3 +93,12 @@ async def test_walk_missing_sitemap_is_http_404(shop_server):
             async for _ in walk_sitemap(http, f"{shop_server.base_url}/nope.xml", max_bytes=10**6):
                 pass
     assert err.value.reason == "http_404"
+
+
+def test_extension_locs_inside_url_are_not_pages():
+    xml = (f'<urlset xmlns="{NS}" xmlns:image="http://www.google.com/schemas/sitemap-image/1.1">'
+           "<url><loc>http://a/p/1</loc><image:image><image:loc>http://a/img/1.jpg</image:loc>"
+           "</image:image></url><url><image:image><image:loc>http://a/img/2.jpg</image:loc></image:image>"
+           "<loc>http://a/p/2</loc><lastmod>2024-03-03</lastmod></url></urlset>")
+    entries, _ = parse(xml.encode())
+    assert [(e.loc, e.lastmod) for e in entries] == [("http://a/p/1", None), ("http://a/p/2", "2024-03-03")]

@@ -1,0 +1,105 @@
+"""The fetch layer's defaults: address guard, robots.txt, retries, caps (deepened by issue 3)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import pytest
+from aiohttp import web
+
+from ilid_async.config import HttpSettings
+from ilid_async.errors import ItemError
+from ilid_async.http import HttpClient, address_allowed, retry_after_seconds
+
+
+@pytest.mark.parametrize(
+    "ip, loopback, private, allowed",
+    [
+        ("127.0.0.1", False, False, False), ("127.0.0.1", True, False, True), ("::1", True, False, True),
+        ("10.1.2.3", False, False, False), ("10.1.2.3", False, True, True), ("192.168.0.1", True, False, False),
+        ("169.254.169.254", False, False, False), ("224.0.0.1", False, False, False),
+        ("::ffff:127.0.0.1", False, False, False), ("0.0.0.0", False, False, False),
+        ("93.184.216.34", False, False, True),
+    ],
+)
+def test_address_classes(ip, loopback, private, allowed):
+    assert address_allowed(ip, allow_loopback=loopback, allow_private=private) is allowed
+
+
+def test_retry_after_forms():
+    assert retry_after_seconds("7") == 7.0
+    now = time.time()
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert 28 <= retry_after_seconds(date, now=now) <= 31
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+    assert retry_after_seconds("999999") == 600.0
+
+
+@pytest.fixture
+async def faulty_server():
+    """A small server with a few faults; counts requests per path."""
+    hits: dict[str, int] = {}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        hits[path] = hits.get(path, 0) + 1
+        if path == "/robots.txt":
+            return web.Response(text="User-agent: *\nDisallow: /private\n")
+        if path == "/flaky":  # 500 once, then fine
+            return web.Response(status=500) if hits[path] == 1 else web.Response(text="ok")
+        if path == "/limited":  # 429 with Retry-After once, then fine
+            if hits[path] == 1:
+                return web.Response(status=429, headers={"Retry-After": "1"})
+            return web.Response(text="ok")
+        if path == "/loop":
+            raise web.HTTPFound("/loop2")
+        if path == "/loop2":
+            raise web.HTTPFound("/loop")
+        if path == "/big":
+            return web.Response(body=b"x" * 200_000)
+        if path == "/private/page":
+            return web.Response(text="secret")
+        raise web.HTTPNotFound()
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", hits
+    await runner.cleanup()
+
+
+async def test_loopback_refused_by_default(faulty_server):
+    base, hits = faulty_server
+    async with HttpClient(HttpSettings()) as http:
+        with pytest.raises(ItemError) as err:
+            await http.get(f"{base}/flaky", max_bytes=1000)
+    assert err.value.reason == "address_refused" and hits == {}
+
+
+async def test_transient_faults_recover_and_permanent_ones_are_recorded(faulty_server):
+    base, hits = faulty_server
+    async with HttpClient(HttpSettings(allow_loopback=True, backoff=0.01)) as http:
+        assert (await http.get(f"{base}/flaky", max_bytes=1000)).body == b"ok"
+        started = time.monotonic()
+        assert (await http.get(f"{base}/limited", max_bytes=1000)).body == b"ok"
+        assert time.monotonic() - started >= 0.9  # waited for Retry-After
+        assert (await http.get(f"{base}/missing", max_bytes=1000)).status == 404
+        with pytest.raises(ItemError) as err:
+            await http.get(f"{base}/loop", max_bytes=1000)
+        assert err.value.reason == "redirect_loop"
+        with pytest.raises(ItemError) as err:
+            await http.get(f"{base}/big", max_bytes=100_000)
+        assert err.value.reason == "too_large"
+        with pytest.raises(ItemError) as err:
+            await http.get(f"{base}/private/page", max_bytes=1000, check_robots=True)
+        assert err.value.reason == "robots_disallowed"
+        stats = http.take_stats()
+    assert hits["/flaky"] == 2 and hits["/limited"] == 2 and hits["/missing"] == 1
+    assert "/private/page" not in hits
+    (row,) = stats
+    assert row[0] == "127.0.0.1" and row[2] == 2 and row[7] == 1  # two retries, one 429

@@ -1,0 +1,121 @@
+"""The whole run, as a user runs it: the real command against the loopback test shop and the real
+small model, with the dataset and images checked on disk."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+from PIL import Image
+
+from conftest import run_cli, write_config
+from shop import SHOP_TOML
+from ilid_async.dataset import DATASET_KEYS, stable_id
+from ilid_async.store import sample_of
+
+
+def load_dataset(config_dir):
+    return orjson.loads((config_dir / "run" / "ilid.json").read_bytes())
+
+
+def record_states(config_dir) -> dict[str, tuple[str, str | None]]:
+    db = sqlite3.connect(config_dir / "run" / "state.sqlite")
+    try:
+        return {url: (state, reason) for url, state, reason in
+                db.execute("SELECT image_url, state, reason FROM records")}
+    finally:
+        db.close()
+
+
+def check_dataset(tmp_path, base_url):
+    entries = load_dataset(tmp_path)
+    assert entries, "the run produced no entries"
+    for e in entries:
+        assert tuple(e) == DATASET_KEYS
+        assert e["id"] == stable_id("testshop", e["url"])
+        assert e["image"] == f"{e['image'].split('/')[0]}/{e['id']}.png"
+        assert e["url"].startswith(base_url + "/img/") and e["source"] == "testshop"
+        assert e["label_short"] == e["label_short"].lower() and len(e["label_short"]) >= 4
+        with Image.open(tmp_path / "run" / "images" / e["image"]) as img:
+            assert (img.format, img.size, img.mode) == ("PNG", (512, 512), "RGB")
+    assert len({e["url"] for e in entries}) == len(entries)
+    return entries
+
+
+def test_whole_run_then_rerun_does_no_work_twice(shop_server, tmp_path):
+    config = write_config(tmp_path, shop_server.shop_toml())
+    first = run_cli("run", str(config))
+    assert first.returncode == 0, first.stderr
+    entries = check_dataset(tmp_path, shop_server.base_url)
+    # The hinge variant shares the hinge's image, the digit-only part loses its label, the
+    # gasket has no .jpg: at most the five good products remain.
+    assert len(entries) <= 5
+    assert "duplicate_image_url 1" in first.stdout and "no_image 1" in first.stdout
+    assert "empty_label 1" in first.stdout
+    states = record_states(tmp_path)
+    assert f"{shop_server.base_url}/img/bearing-2.jpg" in states  # the .jpg after the .png thumbnail
+    assert all(state in ("done", "rejected") for state, _ in states.values())
+    dataset_bytes = (tmp_path / "run" / "ilid.json").read_bytes()
+    images = sorted(p.relative_to(tmp_path) for p in (tmp_path / "run" / "images").rglob("*.png"))
+    assert len(images) == len(entries)
+
+    shop_server.shop.requests.clear()
+    second = run_cli("run", str(config))
+    assert second.returncode == 0, second.stderr
+    # Only robots.txt is asked again (for sitemap discovery); no sitemap, page or image.
+    assert shop_server.shop.requests == ["/robots.txt"]
+    assert (tmp_path / "run" / "ilid.json").read_bytes() == dataset_bytes
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "run" / "images").rglob("*.png")) == images
+
+
+def test_stages_run_one_at_a_time(shop_server, tmp_path):
+    config = write_config(tmp_path, shop_server.shop_toml())
+    crawl = run_cli("run", str(config), "--stages", "crawl")
+    assert crawl.returncode == 0, crawl.stderr
+    assert not (tmp_path / "run" / "ilid.json").exists()
+    assert {s for s, _ in record_states(tmp_path).values()} == {"to_label", "rejected"}
+
+    shop_server.shop.requests.clear()
+    label = run_cli("run", str(config), "--stages", "label")
+    assert label.returncode == 0, label.stderr
+    assert shop_server.shop.requests == []  # labelling what was crawled before fetches nothing
+    assert "to_label" not in {s for s, _ in record_states(tmp_path).values()}
+    assert not list((tmp_path / "run").glob("images/*/*.png"))
+
+    rest = run_cli("run", str(config), "--stages", "images,dataset")
+    assert rest.returncode == 0, rest.stderr
+    assert all(p.startswith("/img/") for p in shop_server.shop.requests)
+    check_dataset(tmp_path, shop_server.base_url)
+
+
+def test_debug_fraction_labels_a_stable_subset(shop_server, tmp_path):
+    config = write_config(tmp_path, shop_server.shop_toml(), llm="debug_fraction = 0.5")
+    result = run_cli("run", str(config), "--stages", "crawl,label")
+    assert result.returncode == 0, result.stderr
+    states = record_states(tmp_path)
+    for url, (state, reason) in states.items():
+        if reason in ("empty_label",):
+            continue
+        picked = sample_of(stable_id("testshop", url)) < 0.5
+        assert (state != "to_label") == picked, (url, state)
+
+
+def test_broken_image_is_recorded_and_the_run_completes(shop_server, tmp_path):
+    shop_server.shop.broken_images.add("/img/castor-4.jpg")
+    config = write_config(tmp_path, shop_server.shop_toml())
+    result = run_cli("run", str(config))
+    assert result.returncode == 0, result.stderr
+    castor = f"{shop_server.base_url}/img/castor-4.jpg"
+    state, reason = record_states(tmp_path)[castor]
+    if state != "rejected":  # the tiny model may have given it no usable label
+        assert (state, reason) == ("failed", "http_404")
+        assert "http_404 1" in result.stdout
+    assert castor not in {e["url"] for e in check_dataset(tmp_path, shop_server.base_url)}
+
+
+def test_unreachable_start_url_is_a_user_error(tmp_path):
+    config = write_config(tmp_path, SHOP_TOML.replace("{base}", "http://127.0.0.1:9"))
+    result = run_cli("run", str(config), "--stages", "crawl", timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "testshop.toml: key 'robots_urls': cannot fetch" in lines[0]
