@@ -65,20 +65,6 @@ def make_entry(
     }
 
 
-def assemble(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Combine entries into one dataset, skipping any whose image URL is already in it (the
-    first one wins)."""
-    seen: set[str] = set()
-    dataset: list[dict[str, Any]] = []
-    for entry in entries:
-        url = entry["url"]
-        if url in seen:
-            continue
-        seen.add(url)
-        dataset.append(entry)
-    return dataset
-
-
 def write_json_atomic(path: str | os.PathLike[str], entries: Iterable[dict[str, Any]]) -> int:
     """Write ``entries`` as one JSON array to ``path`` atomically and return how many.
 

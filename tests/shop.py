@@ -112,6 +112,11 @@ class TestShop:
         if path == "/sitemap-pages.xml":
             return web.Response(body=self.urlset(["/about"]),
                                 content_type="application/xml")
+        if path == "/mirror-sitemap.xml":  # a second catalogue of the same products and images
+            return web.Response(body=self.urlset([f"/mp/{p.slug}" for p in self.products]),
+                                content_type="application/xml")
+        if path.startswith("/mp/"):
+            path = "/p/" + path[4:]
         if path == "/about":
             return web.Response(text="<html><body><h1>About us</h1></body></html>", content_type="text/html")
         if path.startswith("/p/"):

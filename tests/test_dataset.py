@@ -13,7 +13,6 @@ import pytest
 from ilid_async.dataset import (
     DATASET_KEYS,
     ID_NAMESPACE,
-    assemble,
     image_path,
     make_entry,
     read_dataset,
@@ -87,20 +86,6 @@ def test_make_entry_key_order_and_values():
 def test_make_entry_is_keyword_only():
     with pytest.raises(TypeError):
         make_entry("id", "images", "u", "s", "l", "d", "m", "f", "src")  # type: ignore[misc]
-
-
-def test_assemble_skips_duplicate_urls_keeping_first():
-    first = entry("https://x/1.jpg", label_short="first")
-    dup = entry("https://x/1.jpg", label_short="second")
-    other = entry("https://x/2.jpg")
-    dup_other_shop = entry("https://x/2.jpg", source="another")
-    result = assemble(iter([first, dup, other, dup_other_shop]))
-    assert result == [first, other]
-    assert result[0]["label_short"] == "first"
-
-
-def test_assemble_empty():
-    assert assemble([]) == []
 
 
 # --- writing ----------------------------------------------------------------------------------

@@ -84,7 +84,9 @@ def test_stages_run_one_at_a_time(shop_server, tmp_path):
 
     rest = run_cli("run", str(config), "--stages", "images,dataset")
     assert rest.returncode == 0, rest.stderr
-    assert all(p.startswith("/img/") for p in shop_server.shop.requests)
+    # Images only (and robots.txt, which image fetches obey too): no page is fetched again.
+    assert all(p.startswith("/img/") or p == "/robots.txt" for p in shop_server.shop.requests)
+    assert any(p.startswith("/img/") for p in shop_server.shop.requests)
     check_dataset(tmp_path, shop_server.base_url)
 
 
@@ -119,3 +121,26 @@ def test_unreachable_start_url_is_a_user_error(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "testshop.toml: key 'robots_urls': cannot fetch" in lines[0]
+
+
+def test_two_shops_with_the_same_images_are_assembled_once(shop_server, tmp_path):
+    """SPEC 5: one dataset for all shops; an image URL already in it is skipped."""
+    config = write_config(tmp_path, shop_server.shop_toml(), llm="debug_fraction = 1.0")
+    mirror = (shop_server.shop_toml().replace('source = "testshop"', 'source = "mirror"')
+              .replace("robots_urls", f'sitemap_urls = ["{shop_server.base_url}/mirror-sitemap.xml"]\n#')
+              .replace('[["/p/", "product"]]', '[["/mp/", "product"]]'))
+    (tmp_path / "shops" / "mirror.toml").write_text(mirror)
+    config.write_text(config.read_text().replace('shops = ["shops/testshop.toml"]',
+                                                 'shops = ["shops/testshop.toml", "shops/mirror.toml"]'))
+    result = run_cli("run", str(config))
+    assert result.returncode == 0, result.stderr
+    entries = orjson.loads((tmp_path / "run" / "ilid.json").read_bytes())
+    assert entries and len({e["url"] for e in entries}) == len(entries)
+    db = sqlite3.connect(tmp_path / "run" / "state.sqlite")
+    accepted = db.execute("SELECT COUNT(*) FROM records WHERE state='done'").fetchone()[0]
+    duplicates = db.execute("SELECT COUNT(*) FROM records WHERE reason='duplicate_in_dataset'").fetchone()[0]
+    db.close()
+    assert accepted == len(entries) and duplicates >= 1
+    assert "duplicate_in_dataset" in result.stdout
+    status = run_cli("status", str(config), timeout=60)
+    assert status.returncode == 0 and status.stdout == result.stdout.rsplit("\ndataset: ", 1)[0] + "\n"
