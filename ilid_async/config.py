@@ -40,11 +40,20 @@ class DemoSettings:
 
 
 @dataclass
+class HostLimits:
+    """Per-host override of the default politeness limits; -1 / 0 keep the default."""
+
+    rate: float = -1.0  # requests per second; 0 = no limit; -1 = http.per_host_rate
+    concurrency: int = 0  # requests in flight; 0 = http.per_host_concurrency
+
+
+@dataclass
 class HttpSettings:
     user_agent: str = "ilid-async/0.1 (language-image dataset crawler)"
     concurrency: int = 32  # requests in flight over all hosts
-    per_host_concurrency: int = 8
-    per_host_rate: float = 0.0  # requests per second per host; 0 = no limit
+    per_host_concurrency: int = 4
+    per_host_rate: float = 4.0  # requests per second per host; 0 = no limit
+    hosts: dict[str, HostLimits] = field(default_factory=dict)  # overrides by host name
     connect_timeout: float = 10.0
     timeout: float = 30.0  # total time for one request, body included
     retries: int = 3  # extra attempts after the first for transient failures
@@ -55,6 +64,12 @@ class HttpSettings:
     max_image_bytes: int = 25_000_000
     allow_loopback: bool = False  # fetch from 127.0.0.0/8 and ::1 (demo shop, tests)
     allow_private: bool = False  # fetch from private, link-local and other internal ranges
+
+    def limits_for(self, host: str) -> tuple[float, int]:
+        """(requests per second, concurrency) for a host: its override, else the defaults."""
+        override = self.hosts.get(host, HostLimits())
+        rate = self.per_host_rate if override.rate < 0 else override.rate
+        return rate, override.concurrency or self.per_host_concurrency
 
 
 @dataclass
@@ -333,6 +348,8 @@ def load_config(path: str | Path) -> Config:
     _require(cfg.http.concurrency > 0, f, "http.concurrency", "must be > 0")
     _require(cfg.http.per_host_concurrency > 0, f, "http.per_host_concurrency", "must be > 0")
     _require(cfg.http.per_host_rate >= 0, f, "http.per_host_rate", "must be >= 0")
+    for host, limits in cfg.http.hosts.items():
+        _require(limits.concurrency >= 0, f, f"http.hosts.{host}.concurrency", "must be >= 0")
     _require(0 <= cfg.images.png_compress_level <= 9, f, "images.png_compress_level", "0..9")
     _require(cfg.llm.n_ctx >= 256, f, "llm.n_ctx", "must be at least 256")
     if cfg.llm.model:

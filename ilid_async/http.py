@@ -30,6 +30,7 @@ from protego import Protego
 
 from .config import HttpSettings
 from .errors import ItemError
+from .urls import host_of
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
@@ -100,23 +101,25 @@ class HostStats:
 class _Host:
     """Politeness state of one host: concurrency, rate, and a pause until a Retry-After."""
 
-    def __init__(self, settings: HttpSettings):
-        self.semaphore = asyncio.Semaphore(settings.per_host_concurrency)
-        self.rate = settings.per_host_rate
-        self.throttler = Throttler(rate_limit=max(1, int(self.rate)), period=1.0) if self.rate else None
+    def __init__(self, rate: float, concurrency: int):
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self.rate = 0.0
+        self.throttler: Throttler | None = None
+        if rate:
+            self.set_rate(rate)
         self.paused_until = 0.0
+
+    def set_rate(self, requests_per_second: float) -> None:
+        # One request per 1/rate seconds: exact for fractional rates, and evenly spaced
+        # requests are kinder to a shop than bursts of `rate` at the start of every second.
+        self.rate = requests_per_second
+        self.throttler = Throttler(rate_limit=1, period=1.0 / requests_per_second, retry_interval=0.005)
 
     def lower_rate(self, requests_per_second: float) -> None:
         """robots.txt Crawl-delay may only make us slower, never faster."""
-        if self.rate and requests_per_second >= self.rate:
-            return
-        self.rate = requests_per_second
-        # Throttler counts whole requests per period, so express a fractional rate as one
-        # request per 1/rate seconds.
-        if requests_per_second >= 1:
-            self.throttler = Throttler(rate_limit=int(requests_per_second), period=1.0)
-        else:
-            self.throttler = Throttler(rate_limit=1, period=1.0 / requests_per_second)
+        if not self.rate or requests_per_second < self.rate:
+            self.set_rate(requests_per_second)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -125,9 +128,8 @@ class _Host:
                 await asyncio.sleep(wait)
             if self.throttler:
                 async with self.throttler:
-                    yield
-            else:
-                yield
+                    pass
+            yield
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -147,10 +149,6 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return min(max(0.0, when.timestamp() - now), MAX_RETRY_AFTER)
 
 
-def host_of(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
-
-
 class HttpClient:
     def __init__(self, settings: HttpSettings):
         self.settings = settings
@@ -163,7 +161,7 @@ class HttpClient:
     async def __aenter__(self) -> HttpClient:
         s = self.settings
         connector = aiohttp.TCPConnector(
-            limit=s.concurrency, limit_per_host=s.per_host_concurrency,
+            limit=s.concurrency, limit_per_host=0,  # per-host caps are ours (_Host), with overrides
             resolver=GuardedResolver(s), ttl_dns_cache=300,
         )
         self._session = aiohttp.ClientSession(
@@ -180,7 +178,7 @@ class HttpClient:
 
     def host(self, host: str) -> _Host:
         if host not in self._hosts:
-            self._hosts[host] = _Host(self.settings)
+            self._hosts[host] = _Host(*self.settings.limits_for(host))
         return self._hosts[host]
 
     def take_stats(self) -> list[tuple]:

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -25,10 +26,11 @@ from .dataset import image_path, make_entry, safe_join, write_json_atomic
 from .errors import ItemError, UserError
 from .extract import NotExtracted, extract_product
 from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter, prefilter_record
-from .http import HttpClient, host_of
+from .http import HttpClient
+from .urls import domain_allowed
 from .images import ImageError, transform_image
 from .sitemap import robots_sitemaps, walk_sitemap
-from .store import ImageTask, LabelTask, PageTask, Store
+from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store
 from . import dataset
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,17 @@ PAGE_FAILURES = {"undecodable_page"}
 class Stage:
     """Leases work from the store and runs it with at most ``concurrency`` items in flight."""
 
-    def __init__(self, name: str, lease: Callable[[int], list], work: Callable[[object], Awaitable[None]],
-                 concurrency: int, upstream: Iterable[Stage] = ()):
+    def __init__(self, name: str, lease: Callable[..., list], work: Callable[[object], Awaitable[None]],
+                 concurrency: int, upstream: Iterable[Stage] = (),
+                 host_limit: Callable[[str], int] | None = None):
         self.name = name
         self.lease = lease
         self.work = work
         self.concurrency = concurrency
+        # With host_limit, items carry a .host and the lease skips hosts that already have
+        # that many items in flight: a slow or rate-limited host never takes every slot.
+        self.host_limit = host_limit
+        self.per_host: Counter[str] = Counter()
         self.upstream = list(upstream)
         self.downstream: list[Stage] = []
         for stage in self.upstream:
@@ -65,9 +72,20 @@ class Stage:
         except Exception:  # noqa: BLE001 - the work functions record item errors; this is a bug
             log.exception("%s: unexpected error on %r", self.name, item)
 
-    def _item_done(self, task: asyncio.Task, in_flight: set[asyncio.Task]) -> None:
+    def _lease(self, n: int) -> list:
+        if self.host_limit is None:
+            return self.lease(n)
+        busy = [h for h, count in self.per_host.items() if count >= self.host_limit(h)]
+        items = self.lease(n, busy)
+        for item in items:
+            self.per_host[item.host] += 1
+        return items
+
+    def _item_done(self, task: asyncio.Task, in_flight: set[asyncio.Task], item: object) -> None:
         # Wake only once the task is out of in_flight, or the loop could wait forever on it.
         in_flight.discard(task)
+        if self.host_limit is not None:
+            self.per_host[item.host] -= 1
         self.wake.set()
         self._poke_downstream()
 
@@ -80,11 +98,11 @@ class Stage:
                 upstream_done = all(s.finished.is_set() for s in self.upstream)
                 leased = []
                 if len(in_flight) < self.concurrency:
-                    leased = self.lease(self.concurrency - len(in_flight))
+                    leased = self._lease(self.concurrency - len(in_flight))
                     for item in leased:
                         task = asyncio.create_task(self._run_item(item))
                         in_flight.add(task)
-                        task.add_done_callback(lambda t: self._item_done(t, in_flight))
+                        task.add_done_callback(lambda t, item=item: self._item_done(t, in_flight, item))
                 if not in_flight and not leased and upstream_done:
                     break
                 await self.wake.wait()
@@ -148,9 +166,11 @@ class Pipeline:
         chain: list[Stage] = []
         if "crawl" in self.stages:
             await self._seed_sitemaps()
-            sitemaps = Stage("sitemaps", self.store.lease_sitemaps, self._walk_sitemap, 4)
+            # One sitemap at a time per host (they are large), several hosts side by side.
+            sitemaps = Stage("sitemaps", self.store.lease_sitemaps, self._walk_sitemap, 8,
+                             host_limit=lambda host: 1)
             pages = Stage("pages", self.store.lease_pages, self._crawl_page, cfg.http.concurrency,
-                          upstream=[sitemaps])
+                          upstream=[sitemaps], host_limit=self._host_limit)
             chain += [sitemaps, pages]
         if "label" in self.stages:
             from .label.engine import LabelEngine
@@ -163,7 +183,7 @@ class Pipeline:
         if "images" in self.stages:
             self.pool = ProcessPoolExecutor(max_workers=cfg.images.workers or os.cpu_count() or 1)
             chain.append(Stage("images", self.store.lease_for_images, self._fetch_image,
-                               cfg.http.concurrency, upstream=chain[-1:]))
+                               cfg.http.concurrency, upstream=chain[-1:], host_limit=self._host_limit))
         progress = asyncio.create_task(self._report_progress())
         try:
             await asyncio.gather(*(stage.run() for stage in chain))
@@ -171,6 +191,9 @@ class Pipeline:
             progress.cancel()
         if "dataset" in self.stages:
             self.write_dataset()
+
+    def _host_limit(self, host: str) -> int:
+        return self.cfg.http.limits_for(host)[1]
 
     async def _report_progress(self) -> None:
         """A plain progress line to stderr now and then (a live display is for later)."""
@@ -204,8 +227,8 @@ class Pipeline:
     def _headers(self, shop: ShopConfig) -> dict[str, str]:
         return {"Accept-Language": shop.accept_language}
 
-    async def _walk_sitemap(self, item: tuple[str, str]) -> None:
-        url, shop_name = item
+    async def _walk_sitemap(self, task: SitemapTask) -> None:
+        url, shop_name = task.url, task.shop
         shop = self.shops[shop_name]
         found = 0
         try:
@@ -214,7 +237,7 @@ class Pipeline:
                 children = [e.loc for e in batch if e.kind == "sitemap" and shop.follows_sitemap(e.loc)]
                 pages = [(e.loc, e.lastmod) for e in batch
                          if e.kind == "url" and shop.page_action(e.loc) == "product"
-                         and _domain_allowed(e.loc, shop.allowed_domains)]
+                         and domain_allowed(e.loc, shop.allowed_domains)]
                 self.store.add_sitemaps(shop_name, children)
                 self.store.add_pages(shop_name, pages)
                 found += len(batch)
@@ -315,13 +338,6 @@ class Pipeline:
         count = write_json_atomic(self.cfg.dataset_path, entries)
         self.store.set_counter("dataset_entries", count)
         return count
-
-
-def _domain_allowed(url: str, allowed: list[str]) -> bool:
-    if not allowed:
-        return True
-    host = host_of(url)
-    return any(host == d or host.endswith("." + d) for d in allowed)
 
 
 def _charset(content_type: str) -> str | None:

@@ -92,6 +92,9 @@ def format_summary(store: Store) -> str:
     if counters.get("label_input_truncated"):
         lines.append(f"label inputs truncated to fit: {counters['label_input_truncated']}")
     hosts = store.host_stats()
+    failures: dict[str, Counter] = defaultdict(Counter)
+    for host, reason, n in store.failures_by_host():
+        failures[host][reason] += n
     if hosts:
         lines.append("")
         lines.append(f"{'host':<24}{'requests':>9}{'2xx':>7}{'3xx':>6}{'4xx':>6}{'5xx':>6}"
@@ -103,4 +106,6 @@ def format_summary(store: Store) -> str:
                 f"{h['status_4xx']:>6}{h['status_5xx']:>6}{h['status_429']:>6}{h['retries']:>8}"
                 f"{h['errors']:>7}{h['bytes'] / 1e6:>9.1f}{mean:>9.1f}"
             )
+            if failures.get(h["host"]):
+                lines.append(f"{'':<24}items failed: {_reasons(failures[h['host']])}")
     return "\n".join(lines)

@@ -14,17 +14,20 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from .urls import host_of
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sitemaps (
     url TEXT PRIMARY KEY,
     shop TEXT NOT NULL,
+    host TEXT NOT NULL,
     state TEXT NOT NULL,          -- pending, leased, done, failed
     reason TEXT,
     urls_found INTEGER NOT NULL DEFAULT 0,
@@ -33,6 +36,7 @@ CREATE TABLE IF NOT EXISTS sitemaps (
 CREATE TABLE IF NOT EXISTS pages (
     url TEXT PRIMARY KEY,
     shop TEXT NOT NULL,
+    host TEXT NOT NULL,           -- so one slow host cannot take every slot of the crawl
     state TEXT NOT NULL,          -- pending, leased, done, failed
     reason TEXT,                  -- for done: record, duplicate_image_url, not_product_page, ...
     lastmod TEXT,
@@ -47,6 +51,7 @@ CREATE TABLE IF NOT EXISTS records (
     source TEXT NOT NULL,
     page_url TEXT NOT NULL,
     image_url TEXT NOT NULL,
+    image_host TEXT NOT NULL,
     raw TEXT NOT NULL,            -- {"label", "data"} as extracted
     label TEXT,                   -- after the pre-filter
     data TEXT,                    -- JSON list, after the pre-filter
@@ -87,9 +92,17 @@ _LEASED = {
 
 
 @dataclass(frozen=True)
+class SitemapTask:
+    url: str
+    shop: str
+    host: str
+
+
+@dataclass(frozen=True)
 class PageTask:
     url: str
     shop: str
+    host: str
 
 
 @dataclass(frozen=True)
@@ -104,8 +117,13 @@ class LabelTask:
 class ImageTask:
     id: str
     shop: str
+    host: str
     image_url: str
     folder: str
+
+
+def _not_in(column: str, values: Collection[str]) -> str:
+    return f"AND {column} NOT IN ({','.join('?' * len(values))})" if values else ""
 
 
 def sample_of(record_id: str) -> float:
@@ -162,22 +180,23 @@ class Store:
     def add_sitemaps(self, shop: str, urls: Iterable[str]) -> int:
         with self.transaction() as db:
             cur = db.executemany(
-                "INSERT OR IGNORE INTO sitemaps(url, shop, state, updated) VALUES (?, ?, 'pending', ?)",
-                [(u, shop, time.time()) for u in urls],
+                "INSERT OR IGNORE INTO sitemaps(url, shop, host, state, updated) VALUES (?, ?, ?, 'pending', ?)",
+                [(u, shop, host_of(u), time.time()) for u in urls],
             )
             return cur.rowcount
 
     def has_sitemaps(self, shop: str) -> bool:
         return self.db.execute("SELECT 1 FROM sitemaps WHERE shop=? LIMIT 1", (shop,)).fetchone() is not None
 
-    def lease_sitemaps(self, limit: int) -> list[tuple[str, str]]:
+    def lease_sitemaps(self, limit: int, skip_hosts: Collection[str] = ()) -> list[SitemapTask]:
         with self.transaction() as db:
             rows = db.execute(
-                "SELECT url, shop FROM sitemaps WHERE state='pending' ORDER BY rowid LIMIT ?",
-                (limit,),
+                f"SELECT url, shop, host FROM sitemaps WHERE state='pending' {_not_in('host', skip_hosts)} "
+                "ORDER BY rowid LIMIT ?",
+                (*skip_hosts, limit),
             ).fetchall()
             db.executemany("UPDATE sitemaps SET state='leased' WHERE url=?", [(r[0],) for r in rows])
-        return rows
+        return [SitemapTask(*r) for r in rows]
 
     def finish_sitemap(self, url: str, *, reason: str | None = None, urls_found: int = 0) -> None:
         state = "failed" if reason else "done"
@@ -193,21 +212,24 @@ class Store:
         """Insert (url, lastmod) pairs not seen before; the seen-set is the table, not memory."""
         with self.transaction() as db:
             now = time.time()
-            rows = [(u, shop, lastmod, now) for u, lastmod in pages]
+            rows = [(u, shop, host_of(u), lastmod, now) for u, lastmod in pages]
             cur = db.executemany(
-                "INSERT OR IGNORE INTO pages(url, shop, state, lastmod, updated) "
-                "VALUES (?, ?, 'pending', ?, ?)",
+                "INSERT OR IGNORE INTO pages(url, shop, host, state, lastmod, updated) "
+                "VALUES (?, ?, ?, 'pending', ?, ?)",
                 rows,
             )
             return cur.rowcount
 
-    def lease_pages(self, limit: int) -> list[PageTask]:
+    def lease_pages(self, limit: int, skip_hosts: Collection[str] = ()) -> list[PageTask]:
+        """Pending pages in discovery order, leaving out hosts that have all the work in
+        flight they may have (so their queue does not block other hosts)."""
         with self.transaction() as db:
             rows = db.execute(
-                "SELECT url, shop FROM pages WHERE state='pending' ORDER BY rowid LIMIT ?", (limit,)
+                f"SELECT url, shop, host FROM pages WHERE state='pending' {_not_in('host', skip_hosts)} "
+                "ORDER BY rowid LIMIT ?", (*skip_hosts, limit)
             ).fetchall()
             db.executemany("UPDATE pages SET state='leased' WHERE url=?", [(r[0],) for r in rows])
-        return [PageTask(url, shop) for url, shop in rows]
+        return [PageTask(*r) for r in rows]
 
     def finish_page(self, url: str, *, failed: str | None = None, outcome: str | None = None) -> None:
         """Commit a page that yielded no record: ``failed`` for an item error, ``outcome`` for
@@ -239,10 +261,10 @@ class Store:
         with self.transaction() as db:
             label, data = cleaned if cleaned else (None, None)
             cur = db.execute(
-                "INSERT OR IGNORE INTO records(id, shop, source, page_url, image_url, raw, label, "
-                "data, sample, state, stage, reason, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO records(id, shop, source, page_url, image_url, image_host, raw, "
+                "label, data, sample, state, stage, reason, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    record_id, shop, source, page_url, image_url,
+                    record_id, shop, source, page_url, image_url, host_of(image_url),
                     orjson.dumps({"label": raw_label, "data": raw_data}).decode(),
                     label, orjson.dumps(data).decode() if data is not None else None,
                     sample_of(record_id),
@@ -312,12 +334,12 @@ class Store:
 
     # --- images ---------------------------------------------------------------------------
 
-    def lease_for_images(self, limit: int) -> list[ImageTask]:
+    def lease_for_images(self, limit: int, skip_hosts: Collection[str] = ()) -> list[ImageTask]:
         with self.transaction() as db:
             rows = db.execute(
-                "SELECT id, shop, image_url, folder FROM records WHERE state='to_image' "
-                "ORDER BY rowid LIMIT ?",
-                (limit,),
+                "SELECT id, shop, image_host, image_url, folder FROM records WHERE state='to_image' "
+                f"{_not_in('image_host', skip_hosts)} ORDER BY rowid LIMIT ?",
+                (*skip_hosts, limit),
             ).fetchall()
             db.executemany("UPDATE records SET state='imaging' WHERE id=?", [(r[0],) for r in rows])
         return [ImageTask(*r) for r in rows]
@@ -384,6 +406,17 @@ class Store:
         cur = self.db.execute("SELECT * FROM host_stats ORDER BY host")
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def failures_by_host(self) -> list[tuple[str, str, int]]:
+        """(host, reason, count) of failed sitemaps, pages and image downloads."""
+        rows = self.db.execute(
+            "SELECT host, reason, COUNT(*) FROM pages WHERE state='failed' GROUP BY 1, 2 "
+            "UNION ALL SELECT image_host, reason, COUNT(*) FROM records "
+            "WHERE state='failed' AND stage='images' GROUP BY 1, 2"
+        ).fetchall()
+        rows += self.db.execute(
+            "SELECT host, reason, COUNT(*) FROM sitemaps WHERE state='failed' GROUP BY 1, 2").fetchall()
+        return rows
 
     def state_counts(self) -> dict[str, list[tuple]]:
         """(state, stage/reason, count) rows for every table, for summaries and `status`."""

@@ -29,7 +29,7 @@ def write_config(tmp_path: Path, shop_toml: str, **sections: str) -> Path:
     (tmp_path / "shops" / "testshop.toml").write_text(shop_toml)
     tables = {
         "run": 'dir = "run"\nshops = ["shops/testshop.toml"]',
-        "http": "allow_loopback = true\nbackoff = 0.05",
+        "http": "allow_loopback = true\nbackoff = 0.05\nper_host_rate = 0\nper_host_concurrency = 8",
         "llm": f'prompt = "{DEFAULT_PROMPT}"\nn_ctx = 1024',
     }
     for name, lines in sections.items():

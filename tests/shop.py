@@ -149,10 +149,13 @@ data = "div.info"
 
 
 class ShopServer:
-    """Runs a TestShop in a thread with its own event loop."""
+    """Runs a shop (anything with an aiohttp ``handle`` and a ``base_url``) in a thread with its
+    own event loop, on one or more loopback addresses (several hosts for per-host tests)."""
 
-    def __init__(self, shop: TestShop | None = None):
+    def __init__(self, shop=None, hosts: tuple[str, ...] = ("127.0.0.1",)):
         self.shop = shop or TestShop()
+        self.hosts = hosts
+        self.base_urls: list[str] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -164,13 +167,17 @@ class ShopServer:
 
     async def _start(self) -> None:
         app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self.shop.handle)
+        app.router.add_route("*", "/{tail:.*}", self.shop.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self.shop.base_url = f"http://127.0.0.1:{port}"
+        for host in self.hosts:
+            site = web.TCPSite(self._runner, host, 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]
+            self.base_urls.append(f"http://{host}:{port}")
+        self.shop.base_url = self.base_urls[0]
+        if hasattr(self.shop, "base_urls"):
+            self.shop.base_urls = self.base_urls
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
@@ -179,7 +186,7 @@ class ShopServer:
 
     @property
     def base_url(self) -> str:
-        return self.shop.base_url
+        return self.base_urls[0]
 
     def shop_toml(self) -> str:
         return SHOP_TOML.replace("{base}", self.base_url)
