@@ -156,6 +156,7 @@ class HttpClient:
         self._hosts: dict[str, _Host] = {}
         self._robots: dict[str, Protego | None] = {}
         self._robots_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._address_ok: dict[str, bool] = {}
         self.stats: dict[str, HostStats] = defaultdict(HostStats)
 
     async def __aenter__(self) -> HttpClient:
@@ -193,10 +194,21 @@ class HttpClient:
 
     # --- address guard --------------------------------------------------------------------
 
+    def count_bytes(self, url: str, n: int) -> None:
+        """For bodies read as a stream through open()."""
+        self.stats[host_of(url)].bytes += n
+
     async def check_address(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ItemError("bad_url", url)
+        # One look-up per host and run: the resolver guard checks again at every connect.
+        if (verdict := self._address_ok.get(parts.hostname)) is None:
+            verdict = self._address_ok[parts.hostname] = await self._resolve_allowed(parts)
+        if not verdict:
+            raise ItemError("address_refused", f"{parts.hostname} resolves to a refused address")
+
+    async def _resolve_allowed(self, parts) -> bool:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 parts.hostname, parts.port or 80, type=socket.SOCK_STREAM
@@ -204,9 +216,8 @@ class HttpClient:
         except socket.gaierror as e:
             raise ItemError("dns_error", f"{parts.hostname}: {e}") from None
         s = self.settings
-        if not any(address_allowed(i[4][0], allow_loopback=s.allow_loopback, allow_private=s.allow_private)
-                   for i in infos):
-            raise ItemError("address_refused", f"{parts.hostname} resolves to a refused address")
+        return all(address_allowed(i[4][0], allow_loopback=s.allow_loopback, allow_private=s.allow_private)
+                   for i in infos)
 
     # --- robots.txt -----------------------------------------------------------------------
 

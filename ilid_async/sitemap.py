@@ -136,6 +136,7 @@ async def walk_sitemap(http, url: str, *, max_bytes: int, headers: dict[str, str
         if resp.status != 200:
             raise ItemError(f"http_{resp.status}", url)
         async for chunk in resp.content.iter_chunked(65536):
+            http.count_bytes(url, len(chunk))
             for entry in parser.feed(chunk):
                 batch.append(entry)
                 if len(batch) >= batch_size:

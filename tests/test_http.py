@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 
@@ -38,12 +39,14 @@ def test_retry_after_forms():
 
 @pytest.fixture
 async def faulty_server():
-    """A small server with a few faults; counts requests per path."""
+    """A small server with a few faults; counts requests per path and logs arrival times."""
     hits: dict[str, int] = {}
+    arrivals: list[tuple[float, str]] = []
 
     async def handle(request: web.Request) -> web.StreamResponse:
         path = request.path
         hits[path] = hits.get(path, 0) + 1
+        arrivals.append((time.monotonic(), path))
         if path == "/robots.txt":
             return web.Response(text="User-agent: *\nDisallow: /private\n")
         if path == "/flaky":  # 500 once, then fine
@@ -69,12 +72,12 @@ async def faulty_server():
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", hits
+    yield f"http://127.0.0.1:{port}", hits, arrivals
     await runner.cleanup()
 
 
 async def test_loopback_refused_by_default(faulty_server):
-    base, hits = faulty_server
+    base, hits, arrivals = faulty_server
     async with HttpClient(HttpSettings()) as http:
         with pytest.raises(ItemError) as err:
             await http.get(f"{base}/flaky", max_bytes=1000)
@@ -82,7 +85,7 @@ async def test_loopback_refused_by_default(faulty_server):
 
 
 async def test_transient_faults_recover_and_permanent_ones_are_recorded(faulty_server):
-    base, hits = faulty_server
+    base, hits, arrivals = faulty_server
     async with HttpClient(HttpSettings(allow_loopback=True, backoff=0.01)) as http:
         assert (await http.get(f"{base}/flaky", max_bytes=1000)).body == b"ok"
         started = time.monotonic()
@@ -103,3 +106,17 @@ async def test_transient_faults_recover_and_permanent_ones_are_recorded(faulty_s
     assert "/private/page" not in hits
     (row,) = stats
     assert row[0] == "127.0.0.1" and row[2] == 2 and row[7] == 1  # two retries, one 429
+
+
+async def test_retry_after_pauses_the_whole_host(faulty_server):
+    base, hits, arrivals = faulty_server
+    async with HttpClient(HttpSettings(allow_loopback=True, per_host_rate=0, per_host_concurrency=1)) as http:
+        first = asyncio.ensure_future(http.get(f"{base}/limited", max_bytes=1000))
+        while "/limited" not in hits:  # wait until the 429 has been served
+            await asyncio.sleep(0.01)
+        others = [await http.get(f"{base}/other/{i}", max_bytes=1000) for i in range(2)]
+        assert (await first).body == b"ok" and all(r.status == 404 for r in others)
+    (told,) = [t for t, p in arrivals if p == "/limited"][:1]
+    later = [t for t, p in arrivals if p != "/limited"]
+    # No request to that host arrived during the second the server asked for.
+    assert later and all(t - told >= 0.95 for t in later)
