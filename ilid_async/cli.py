@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--replace", action="store_true", help="download images that already exist")
     dl.add_argument("--dataset-downloaded", "--dataset_downloaded", dest="dataset_downloaded",
                     help="write the entries whose image exists here (default: rewrite --dataset)")
-    dl.add_argument("--concurrency", type=int, default=32)
+    dl.add_argument("--concurrency", type=int, default=32, help="requests in flight over all hosts")
+    dl.add_argument("--per-host-rate", type=float, default=HttpSettings.per_host_rate,
+                    help="requests per second to one host (0 = no limit; default %(default)s)")
+    dl.add_argument("--per-host-concurrency", type=int, default=HttpSettings.per_host_concurrency,
+                    help="requests in flight to one host (default %(default)s)")
     dl.add_argument("--allow-loopback", action="store_true",
                     help="allow image URLs on 127.0.0.0/8 (local test shops)")
     return parser
@@ -87,7 +91,8 @@ def _download(args: argparse.Namespace) -> int:
 
     if args.image_width <= 0 or args.image_height <= 0:
         raise UserError("--image_width and --image_height must be positive")
-    settings = HttpSettings(concurrency=args.concurrency, allow_loopback=args.allow_loopback)
+    settings = HttpSettings(concurrency=args.concurrency, allow_loopback=args.allow_loopback,
+                            per_host_rate=args.per_host_rate, per_host_concurrency=args.per_host_concurrency)
     report = _event_loop_run(download_dataset(
         args.dataset, args.folder, width=args.image_width, height=args.image_height,
         replace=args.replace, dataset_downloaded=args.dataset_downloaded, http_settings=settings))
