@@ -68,6 +68,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"dataset: {cfg.dataset_path}  images: {cfg.images_dir}")
     finally:
         pipeline.store.close()
+    if pipeline.interrupted:
+        print("stopped before the work was done; run the same command again to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -28,6 +28,8 @@ class RunSettings:
     dir: str = "runs/demo"  # run folder: state.sqlite, dataset file, images/
     dataset: str = "ilid.json"  # dataset file name inside the run folder
     shops: list[str] = field(default_factory=list)  # shop files, relative to the config file
+    # Back-pressure: the crawl pauses while this many records wait for labelling.
+    max_label_backlog: int = 2000
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -35,6 +36,8 @@ from . import dataset
 
 log = logging.getLogger(__name__)
 
+GRACE_SECONDS = 10.0  # after a first SIGINT/SIGTERM, how long work in flight may take to finish
+
 # Page outcomes that are item failures; the other outcomes are fine pages that are not products.
 PAGE_FAILURES = {"undecodable_page"}
 
@@ -53,6 +56,9 @@ class Stage:
         # that many items in flight: a slow or rate-limited host never takes every slot.
         self.host_limit = host_limit
         self.per_host: Counter[str] = Counter()
+        # Back-pressure: while gate() is False the stage leases nothing new.
+        self.gate: Callable[[], bool] = lambda: True
+        self.stopping = False
         self.upstream = list(upstream)
         self.downstream: list[Stage] = []
         for stage in self.upstream:
@@ -66,6 +72,11 @@ class Stage:
         for stage in self.downstream:
             stage.wake.set()
 
+    def stop(self) -> None:
+        """Lease nothing more; finish the items in flight, then end."""
+        self.stopping = True
+        self.wake.set()
+
     async def _run_item(self, item: object) -> None:
         try:
             await self.work(item)
@@ -75,8 +86,7 @@ class Stage:
     def _lease(self, n: int) -> list:
         if self.host_limit is None:
             return self.lease(n)
-        busy = [h for h, count in self.per_host.items() if count >= self.host_limit(h)]
-        items = self.lease(n, busy)
+        items = self.lease(n, lambda host: self.host_limit(host) - self.per_host[host])
         for item in items:
             self.per_host[item.host] += 1
         return items
@@ -88,6 +98,8 @@ class Stage:
             self.per_host[item.host] -= 1
         self.wake.set()
         self._poke_downstream()
+        for stage in self.upstream:  # work left this stage: a gated upstream may go on
+            stage.wake.set()
 
     async def run(self) -> None:
         in_flight: set[asyncio.Task] = set()
@@ -97,13 +109,16 @@ class Stage:
                 # Read before leasing: if upstream had finished by now, this lease sees all it made.
                 upstream_done = all(s.finished.is_set() for s in self.upstream)
                 leased = []
-                if len(in_flight) < self.concurrency:
+                if self.stopping:
+                    if not in_flight:
+                        break
+                elif len(in_flight) < self.concurrency and self.gate():
                     leased = self._lease(self.concurrency - len(in_flight))
                     for item in leased:
                         task = asyncio.create_task(self._run_item(item))
                         in_flight.add(task)
                         task.add_done_callback(lambda t, item=item: self._item_done(t, in_flight, item))
-                if not in_flight and not leased and upstream_done:
+                if not in_flight and not leased and upstream_done and not self.stopping:
                     break
                 await self.wake.wait()
         finally:
@@ -127,6 +142,8 @@ class Pipeline:
         self.engine = None
         self.pool: ProcessPoolExecutor | None = None
         self.demo = None
+        self.stages_running: list[Stage] = []
+        self.interrupted = False  # a signal asked us to stop before the work was done
 
     # --- the run --------------------------------------------------------------------------
 
@@ -134,19 +151,49 @@ class Pipeline:
         released = self.store.release_leases()
         if released:
             log.info("resuming: %d leased items returned to pending", released)
+        self._remove_stale_temp_files()
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, main)
         try:
             await self._start_demo()
             async with HttpClient(self.cfg.http) as self.http:
                 await self._run_stages()
+        except asyncio.CancelledError:
+            if not self.interrupted:
+                raise
+            # A second signal or the grace period ran out: leased work stays leased and
+            # returns to pending at the next start.
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
             if self.engine is not None:
-                await self.engine.close()
+                await self.engine.close(drain=not self.interrupted)
             if self.pool is not None:
                 self.pool.shutdown(cancel_futures=True)
             if self.demo is not None:
                 await self.demo.close()
             if self.http is not None:
                 self.store.add_host_stats(self.http.take_stats())
+
+    def _on_signal(self, main: asyncio.Task) -> None:
+        if self.interrupted:
+            main.cancel()  # second signal: stop at once (still safe: the store is the truth)
+            return
+        self.interrupted = True
+        print(f"stopping: finishing work in flight (up to {GRACE_SECONDS:.0f} s; signal again to stop "
+              "at once)", file=sys.stderr, flush=True)
+        for stage in self.stages_running:
+            stage.stop()
+        asyncio.get_running_loop().call_later(GRACE_SECONDS, main.cancel)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temporary files of a killed run: outputs are written as .NAME.XXXX.tmp and renamed,
+        so these were never finished and nothing refers to them."""
+        for folder in (self.cfg.run_dir, *self.cfg.images_dir.glob("*/")):
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
 
     async def _start_demo(self) -> None:
         demo = self.cfg.demo
@@ -184,6 +231,11 @@ class Pipeline:
             self.pool = ProcessPoolExecutor(max_workers=cfg.images.workers or os.cpu_count() or 1)
             chain.append(Stage("images", self.store.lease_for_images, self._fetch_image,
                                cfg.http.concurrency, upstream=chain[-1:], host_limit=self._host_limit))
+        if "label" in self.stages and "crawl" in self.stages:
+            # Back-pressure: the crawl waits while too many records wait for the model.
+            backlog = cfg.run.max_label_backlog
+            chain[1].gate = lambda: self.store.count_records("to_label") < backlog
+        self.stages_running = chain
         progress = asyncio.create_task(self._report_progress())
         try:
             await asyncio.gather(*(stage.run() for stage in chain))

@@ -88,6 +88,11 @@ def format_summary(store: Store) -> str:
             f"{row['stage']:<11}{row['found']:>8}{row['done']:>8}{row['pending']:>9}  "
             f"rejected: {_reasons(row['rejected'])}; failed: {_reasons(row['failed'])}"
         )
+    shops = store.shop_counts()
+    if shops:
+        lines.append("")
+        for shop, counts in shops.items():
+            lines.append(f"shop {shop}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     counters = store.counters()
     if counters.get("label_input_truncated"):
         lines.append(f"label inputs truncated to fit: {counters['label_input_truncated']}")

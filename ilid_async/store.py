@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,10 @@ def _not_in(column: str, values: Collection[str]) -> str:
     return f"AND {column} NOT IN ({','.join('?' * len(values))})" if values else ""
 
 
+# host -> how many more items that host may have in flight; None: no per-host limit.
+HostRoom = Callable[[str], int] | None
+
+
 def sample_of(record_id: str) -> float:
     """A stable pseudo-random number per record, so the debug fraction picks the same records
     in every run and a later run with a larger fraction labels the rest."""
@@ -146,6 +151,7 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+        self._hosts_seen: dict[str, set[str]] = {}  # per table, hosts met while leasing
         self.db.execute("PRAGMA busy_timeout=10000")
 
     def close(self) -> None:
@@ -175,6 +181,35 @@ class Store:
                 released += cur.rowcount
         return released
 
+    def _lease(self, table: str, key: str, columns: str, host_column: str, states: tuple[str, str],
+               limit: int, room: HostRoom) -> list[tuple]:
+        """Lease up to ``limit`` rows in discovery order. With ``room`` (host -> how many more
+        items that host may have in flight), no host gets more than its room, and hosts with
+        none are skipped, so a host at its limit never blocks work for the others."""
+        pending, leased = states
+        room = room or (lambda host: limit)
+        full = [h for h in self._hosts_seen.get(table, ()) if room(h) <= 0]
+        with self.transaction() as db:
+            # A few times the limit as candidates: enough to fill the slots of several hosts.
+            candidates = db.execute(
+                f"SELECT {columns} FROM {table} WHERE state=? {_not_in(host_column, full)} "
+                "ORDER BY rowid LIMIT ?",
+                (pending, *full, limit * 4),
+            ).fetchall()
+            host_at = columns.split(", ").index(host_column)
+            given: Counter[str] = Counter()
+            chosen = []
+            for row in candidates:
+                host = row[host_at]
+                self._hosts_seen.setdefault(table, set()).add(host)
+                if given[host] < room(host):
+                    given[host] += 1
+                    chosen.append(row)
+                    if len(chosen) == limit:
+                        break
+            db.executemany(f"UPDATE {table} SET state=? WHERE {key}=?", [(leased, r[0]) for r in chosen])
+        return chosen
+
     # --- sitemaps -------------------------------------------------------------------------
 
     def add_sitemaps(self, shop: str, urls: Iterable[str]) -> int:
@@ -188,14 +223,8 @@ class Store:
     def has_sitemaps(self, shop: str) -> bool:
         return self.db.execute("SELECT 1 FROM sitemaps WHERE shop=? LIMIT 1", (shop,)).fetchone() is not None
 
-    def lease_sitemaps(self, limit: int, skip_hosts: Collection[str] = ()) -> list[SitemapTask]:
-        with self.transaction() as db:
-            rows = db.execute(
-                f"SELECT url, shop, host FROM sitemaps WHERE state='pending' {_not_in('host', skip_hosts)} "
-                "ORDER BY rowid LIMIT ?",
-                (*skip_hosts, limit),
-            ).fetchall()
-            db.executemany("UPDATE sitemaps SET state='leased' WHERE url=?", [(r[0],) for r in rows])
+    def lease_sitemaps(self, limit: int, room: HostRoom = None) -> list[SitemapTask]:
+        rows = self._lease("sitemaps", "url", "url, shop, host", "host", ("pending", "leased"), limit, room)
         return [SitemapTask(*r) for r in rows]
 
     def finish_sitemap(self, url: str, *, reason: str | None = None, urls_found: int = 0) -> None:
@@ -220,15 +249,8 @@ class Store:
             )
             return cur.rowcount
 
-    def lease_pages(self, limit: int, skip_hosts: Collection[str] = ()) -> list[PageTask]:
-        """Pending pages in discovery order, leaving out hosts that have all the work in
-        flight they may have (so their queue does not block other hosts)."""
-        with self.transaction() as db:
-            rows = db.execute(
-                f"SELECT url, shop, host FROM pages WHERE state='pending' {_not_in('host', skip_hosts)} "
-                "ORDER BY rowid LIMIT ?", (*skip_hosts, limit)
-            ).fetchall()
-            db.executemany("UPDATE pages SET state='leased' WHERE url=?", [(r[0],) for r in rows])
+    def lease_pages(self, limit: int, room: HostRoom = None) -> list[PageTask]:
+        rows = self._lease("pages", "url", "url, shop, host", "host", ("pending", "leased"), limit, room)
         return [PageTask(*r) for r in rows]
 
     def finish_page(self, url: str, *, failed: str | None = None, outcome: str | None = None) -> None:
@@ -334,14 +356,9 @@ class Store:
 
     # --- images ---------------------------------------------------------------------------
 
-    def lease_for_images(self, limit: int, skip_hosts: Collection[str] = ()) -> list[ImageTask]:
-        with self.transaction() as db:
-            rows = db.execute(
-                "SELECT id, shop, image_host, image_url, folder FROM records WHERE state='to_image' "
-                f"{_not_in('image_host', skip_hosts)} ORDER BY rowid LIMIT ?",
-                (*skip_hosts, limit),
-            ).fetchall()
-            db.executemany("UPDATE records SET state='imaging' WHERE id=?", [(r[0],) for r in rows])
+    def lease_for_images(self, limit: int, room: HostRoom = None) -> list[ImageTask]:
+        rows = self._lease("records", "id", "id, shop, image_host, image_url, folder", "image_host",
+                           ("to_image", "imaging"), limit, room)
         return [ImageTask(*r) for r in rows]
 
     def commit_image(self, record_id: str, *, fail: str | None = None) -> None:
@@ -360,9 +377,11 @@ class Store:
     # --- dataset --------------------------------------------------------------------------
 
     def done_records(self) -> Iterator[dict]:
-        """Records with their image on disk, in discovery order, for the dataset file."""
+        """Records with their image on disk, for the dataset file, in the order their pages were
+        found in the sitemaps: the same order in every run, however the crawl interleaved."""
         cur = self.db.execute(
-            "SELECT id, image_url, source, labels, folder FROM records WHERE state='done' ORDER BY rowid"
+            "SELECT r.id, r.image_url, r.source, r.labels, r.folder FROM records r "
+            "JOIN pages p ON p.url = r.page_url WHERE r.state='done' ORDER BY p.rowid, r.rowid"
         )
         for record_id, image_url, source, labels, folder in cur:
             yield {"id": record_id, "url": image_url, "source": source, "folder": folder,
@@ -428,6 +447,19 @@ class Store:
                 "SELECT state, stage, reason, COUNT(*) FROM records GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
             ).fetchall(),
         }
+
+    def count_records(self, state: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM records WHERE state=?", (state,)).fetchone()[0]
+
+    def shop_counts(self) -> dict[str, dict[str, int]]:
+        """Per shop: pages and records by state, for `status`."""
+        shops: dict[str, dict[str, int]] = {}
+        for table in ("pages", "records"):
+            for shop, state, n in self.db.execute(
+                f"SELECT shop, state, COUNT(*) FROM {table} GROUP BY 1, 2 ORDER BY 1, 2"
+            ):
+                shops.setdefault(shop, {})[f"{table[:-1]} {state}"] = n
+        return shops
 
     def pending_counts(self) -> dict[str, int]:
         q = self.db.execute

@@ -23,8 +23,8 @@ def shop_server():
 
 
 def write_config(tmp_path: Path, shop_toml: str, **sections: str) -> Path:
-    """A config.toml in tmp_path for one shop. Keyword arguments add TOML lines to a table,
-    e.g. ``llm="debug_fraction = 0.5"``."""
+    """A config.toml in tmp_path for one shop. Keyword arguments give TOML lines for a table,
+    e.g. ``llm="debug_fraction = 0.5"``; a key given there replaces the default one."""
     (tmp_path / "shops").mkdir(exist_ok=True)
     (tmp_path / "shops" / "testshop.toml").write_text(shop_toml)
     tables = {
@@ -32,10 +32,14 @@ def write_config(tmp_path: Path, shop_toml: str, **sections: str) -> Path:
         "http": "allow_loopback = true\nbackoff = 0.05\nper_host_rate = 0\nper_host_concurrency = 8",
         "llm": f'prompt = "{DEFAULT_PROMPT}"\nn_ctx = 1024',
     }
-    for name, lines in sections.items():
-        tables[name] = tables.get(name, "") + "\n" + lines
+    merged: dict[str, dict[str, str]] = {}
+    for name, lines in [*tables.items(), *sections.items()]:
+        for line in lines.splitlines():
+            if line.strip():
+                merged.setdefault(name, {})[line.split("=", 1)[0].strip()] = line
     config = tmp_path / "config.toml"
-    config.write_text("".join(f"[{name}]\n{lines}\n" for name, lines in tables.items()))
+    config.write_text("".join(f"[{name}]\n" + "\n".join(lines.values()) + "\n"
+                              for name, lines in merged.items()))
     return config
 
 

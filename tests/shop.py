@@ -52,12 +52,33 @@ def default_products() -> list[Product]:
     ]
 
 
+KINDS = ["hinge", "bearing", "toggle clamp", "castor", "handle", "levelling foot", "gas spring",
+         "cable gland", "latch", "knob"]
+MATERIALS = ["steel", "stainless steel", "zinc die-cast", "polyamide", "aluminium", "brass"]
+FINISHES = ["black", "bright zinc-plated", "anodised", "brushed", "grey powder-coated"]
+
+
+def many_products(n: int) -> list[Product]:
+    """A catalogue of n distinct products with one image each, for crash and scale tests."""
+    products = []
+    for i in range(n):
+        kind, material, finish = KINDS[i % 10], MATERIALS[i % 6], FINISHES[i % 5]
+        slug = f"{kind.replace(' ', '-')}-{i}"
+        products.append(Product(
+            slug, f"{material.title()} {kind} {20 + i % 7 * 10} mm",
+            [f"{kind.capitalize()} for machines and fixtures.", "Material", material, "Finish", finish],
+            [f"/img/{slug}.jpg"], (240 + (i * 37) % 500, 200 + (i * 53) % 400)))
+    return products
+
+
 @dataclass
 class TestShop:
+    __test__ = False  # a shop, not a test class
     products: list[Product] = field(default_factory=default_products)
     base_url: str = ""
     requests: list[str] = field(default_factory=list)
     broken_images: set[str] = field(default_factory=set)  # paths answered with 404
+    sitemap_seconds: float = 0.0  # spread each product sitemap's body over this long
 
     # --- content ---
 
@@ -92,6 +113,23 @@ class TestShop:
 
     # --- handlers ---
 
+    async def slowly(self, request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
+        """Send a body in pieces over sitemap_seconds, like a large sitemap on a slow link."""
+        if not self.sitemap_seconds:
+            return web.Response(body=body, content_type=content_type)
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        await resp.prepare(request)
+        pieces = 20
+        step = -(-len(body) // pieces)
+        try:
+            for i in range(0, len(body), step):
+                await resp.write(body[i:i + step])
+                await asyncio.sleep(self.sitemap_seconds / pieces)
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the crawler was killed mid-sitemap (crash tests do that)
+        return resp
+
     async def handle(self, request: web.Request) -> web.Response:
         path = request.path
         self.requests.append(path)
@@ -105,10 +143,10 @@ class TestShop:
             return web.Response(body=gzip.compress(xml.encode()), content_type="application/x-gzip")
         if path == "/sitemap-products-1.xml.gz":
             xml = self.urlset([f"/p/{p.slug}" for p in self.products[:half]])
-            return web.Response(body=gzip.compress(xml), content_type="application/x-gzip")
+            return await self.slowly(request, gzip.compress(xml), "application/x-gzip")
         if path == "/sitemap-products-2.xml.gz":  # served already decompressed, as servers do
-            return web.Response(body=self.urlset([f"/p/{p.slug}" for p in self.products[half:]]),
-                                content_type="application/xml")
+            return await self.slowly(request, self.urlset([f"/p/{p.slug}" for p in self.products[half:]]),
+                                     "application/xml")
         if path == "/sitemap-pages.xml":
             return web.Response(body=self.urlset(["/about"]),
                                 content_type="application/xml")

@@ -52,14 +52,18 @@ def test_bad_config_is_one_line_exit_2(tmp_path, sections, shop, expected):
 
 def test_missing_shop_file(tmp_path):
     config = write_config(tmp_path, SHOP, run='shops = ["shops/testshop.toml", "shops/missing.toml"]')
-    # The run table above now lists shops twice: TOML itself refuses, which is also a user error.
-    result = run_cli("run", str(config), timeout=60)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    config.write_text(config.read_text().replace('shops = ["shops/testshop.toml"]\n', ""))
     result = run_cli("run", str(config), timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'shops' / 'missing.toml'}: shop file not found"]
+
+
+def test_duplicate_key_is_invalid_toml(tmp_path):
+    config = write_config(tmp_path, SHOP)
+    config.write_text(config.read_text() + "[run]\ndir = 'again'\n")
+    result = run_cli("run", str(config), timeout=60)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"error: {config}: not valid TOML")
 
 
 def test_missing_config_file(tmp_path):

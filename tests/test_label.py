@@ -92,3 +92,14 @@ def test_prompt_rendering_is_plain_text():
     assert field_prefix(2, "description") == '", "description": "'
     assert clean_value("  zinc\\  die-cast ") == "zinc die-cast"
     assert clean_value("   ") is None
+
+
+@shared_loop
+async def test_answer_does_not_depend_on_what_came_before(engine):
+    """Each record starts from the same cached prefix, so order and history change nothing
+    (a resumed run must label a record as an uninterrupted run did)."""
+    records = [("Castor", ["Swivel castor", "polyamide"]), ("Latch", ["Draw latch", "steel"]),
+               ("Knob", ["Star knob", "thermoplastic", "black"])]
+    forward = [(await engine.label(*r)).fields for r in records]
+    backward = [(await engine.label(*r)).fields for r in reversed(records)]
+    assert forward == backward[::-1]

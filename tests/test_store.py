@@ -13,8 +13,16 @@ def test_leases_skip_busy_hosts_and_return_to_pending_on_reopen(tmp_path):
     first = store.lease_pages(4)
     assert [t.host for t in first] == ["a.test"] * 4
     # a.test is at its limit: the next lease must give b.test's pages, not a.test's fifth.
-    second = store.lease_pages(4, skip_hosts=["a.test"])
+    second = store.lease_pages(4, room=lambda host: 0 if host == "a.test" else 8)
     assert [t.url for t in second] == [f"http://b.test/p/{i}" for i in range(3)]
+    store.release_leases()
+    # With room for two per host, one lease gives each host two, never three of one.
+    mixed = store.lease_pages(10, room=lambda host: 2)
+    assert sorted(t.url for t in mixed) == sorted(
+        [f"http://a.test/p/{i}" for i in range(2)] + [f"http://b.test/p/{i}" for i in range(2)])
+    store.release_leases()
+    first = store.lease_pages(4)
+    second = store.lease_pages(3)
     store.finish_page(first[0].url, failed="http_404")
     store.close()
 

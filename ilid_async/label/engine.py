@@ -76,10 +76,18 @@ class LabelEngine:
         self._thread.start()
         await ready
 
-    async def close(self) -> None:
-        """Finish the records already queued, then stop the thread."""
+    async def close(self, drain: bool = True) -> None:
+        """Stop the thread: after the records already queued, or (drain=False) after the one
+        being labelled now, dropping the rest (their records are still leased in the store and
+        return to pending at the next start)."""
         if self._thread is None:
             return
+        if not drain:
+            while True:
+                try:
+                    self._jobs.get_nowait()
+                except queue.Empty:
+                    break
         self._jobs.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._thread = None
@@ -134,6 +142,23 @@ class LabelEngine:
             ).prompt
         else:
             self.template = self.prompt.template or DEFAULT_TEMPLATE
+        self._warm_shared_prefix()
+
+    def _warm_shared_prefix(self) -> None:
+        """Evaluate the part of the prompt that every record shares, once and on its own.
+
+        Every record then starts from exactly this cache, so its answer does not depend on which
+        records came before it (llama.cpp's results can differ in the last bits with the batch
+        a token was computed in) and a resumed run labels a record as an uninterrupted one does.
+        """
+        user = self.prompt.user
+        cut = min(i for i in (user.find("{label}"), user.find("{text}")) if i >= 0)
+        shared = render_chat(self.template, self.prompt.system, user[:cut])
+        tokens = self._model.tokenize(shared.encode(), add_bos=True, special=True)
+        # The last token may merge with what follows in a full prompt: leave it out.
+        self._prefix = tokens[:-1]
+        self._model.reset()
+        self._model.eval(self._prefix)
 
     def _chat_prompt(self, label: str, data: list[str]) -> tuple[str, bool]:
         """The prompt up to the first value, cut further if it would not fit the context."""
@@ -159,6 +184,8 @@ class LabelEngine:
             self.stats["failed"] += 1
             return LabelResult(None, "context_overflow")
         self.stats["truncated"] += truncated
+        # Back to the shared prefix alone (see _warm_shared_prefix).
+        self._model.n_tokens = len(self._prefix)
         fields: dict[str, str | None] = {}
         for index, name in enumerate(self.prompt.max_tokens):
             text += field_prefix(index, name)
