@@ -59,6 +59,9 @@ class Stage:
         # Back-pressure: while gate() is False the stage leases nothing new.
         self.gate: Callable[[], bool] = lambda: True
         self.stopping = False
+        # The hosts that were full when a lease last found nothing else: until one of them has
+        # room again or new work comes, leasing again would only scan their backlog for nothing.
+        self._dry: frozenset[str] | None = None
         self.upstream = list(upstream)
         self.downstream: list[Stage] = []
         for stage in self.upstream:
@@ -68,9 +71,14 @@ class Stage:
         # stage finishing, or an upstream stage finishing.
         self.wake = asyncio.Event()
 
+    def new_work(self) -> None:
+        """Something may have added work for this stage."""
+        self._dry = None
+        self.wake.set()
+
     def _poke_downstream(self) -> None:
         for stage in self.downstream:
-            stage.wake.set()
+            stage.new_work()
 
     def stop(self) -> None:
         """Lease nothing more; finish the items in flight, then end."""
@@ -92,7 +100,11 @@ class Stage:
     def _lease(self, n: int) -> list:
         if self.host_limit is None:
             return self.lease(n)
+        full = frozenset(h for h, count in self.per_host.items() if count >= self.host_limit(h))
+        if self._dry is not None and full >= self._dry:
+            return []
         items = self.lease(n, lambda host: self.host_limit(host) - self.per_host[host])
+        self._dry = None if items else full
         for item in items:
             self.per_host[item.host] += 1
         return items
@@ -225,6 +237,7 @@ class Pipeline:
             pages = Stage("pages", self.store.lease_pages, self._crawl_page, cfg.http.concurrency,
                           upstream=[sitemaps], host_limit=self._host_limit)
             chain += [sitemaps, pages]
+            self.pages_stage = pages
         if "label" in self.stages:
             from .label.engine import LabelEngine
 
@@ -297,7 +310,8 @@ class Pipeline:
                          if e.kind == "url" and shop.page_action(e.loc) == "product"
                          and domain_allowed(e.loc, shop.allowed_domains)]
                 self.store.add_sitemaps(shop_name, children)
-                self.store.add_pages(shop_name, pages)
+                if self.store.add_pages(shop_name, pages):
+                    self.pages_stage.new_work()  # crawl pages while the sitemap still downloads
                 found += len(batch)
         except ItemError as e:
             self.store.finish_sitemap(url, reason=e.reason, urls_found=found)
