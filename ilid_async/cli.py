@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"comma-separated stages to run: {','.join(STAGES)} (default: all). "
                           "crawl = sitemaps, pages, pre-filter; label = LLM, post-filter, assemble")
     run.add_argument("--replace-images", action="store_true", help="re-download existing images")
+    run.add_argument("--recrawl", action="store_true",
+                     help="fetch every page again (by default a new run after a finished crawl fetches "
+                          "only new pages and pages whose sitemap lastmod is newer than our copy)")
 
     status = sub.add_parser("status", help="per-stage and per-host counts of a run (also while it runs)")
     status.add_argument("config", help="config.toml")
@@ -60,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     from .report import format_summary
 
     cfg = load_config(args.config)
-    pipeline = Pipeline(cfg, args.stages, replace_images=args.replace_images)
+    pipeline = Pipeline(cfg, args.stages, replace_images=args.replace_images, recrawl=args.recrawl)
     try:
         _event_loop_run(pipeline.run())
         print(format_summary(pipeline.store))

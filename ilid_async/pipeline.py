@@ -148,8 +148,10 @@ class Stage:
 
 class Pipeline:
     def __init__(self, cfg: Config, stages: Iterable[str], *, replace_images: bool = False,
-                 progress_interval: float = 10.0):
+                 recrawl: bool = False, progress_interval: float = 10.0):
         self.cfg = cfg
+        self.recrawl = recrawl
+        self.crawl_pass = 0
         self.stages = set(stages)
         self.replace_images = replace_images
         self.progress_interval = progress_interval
@@ -230,6 +232,7 @@ class Pipeline:
         cfg = self.cfg
         chain: list[Stage] = []
         if "crawl" in self.stages:
+            self.crawl_pass = self.store.start_crawl_pass(full=self.recrawl)
             await self._seed_sitemaps()
             # One sitemap at a time per host (they are large), several hosts side by side.
             sitemaps = Stage("sitemaps", self.store.lease_sitemaps, self._walk_sitemap, 8,
@@ -293,7 +296,7 @@ class Pipeline:
                     raise UserError(f"{shop.path}: key 'robots_urls': cannot fetch {robots_url} "
                                     f"({e.reason})") from None
                 found += robots_sitemaps(resp.body.decode("utf-8", "replace"))
-            self.store.add_sitemaps(shop.name, found)
+            self.store.add_sitemaps(shop.name, found, self.crawl_pass)
 
     def _headers(self, shop: ShopConfig) -> dict[str, str]:
         return {"Accept-Language": shop.accept_language}
@@ -309,7 +312,7 @@ class Pipeline:
                 pages = [(e.loc, e.lastmod) for e in batch
                          if e.kind == "url" and shop.page_action(e.loc) == "product"
                          and domain_allowed(e.loc, shop.allowed_domains)]
-                self.store.add_sitemaps(shop_name, children)
+                self.store.add_sitemaps(shop_name, children, self.crawl_pass)
                 if self.store.add_pages(shop_name, pages):
                     self.pages_stage.new_work()  # crawl pages while the sitemap still downloads
                 found += len(batch)
@@ -340,12 +343,14 @@ class Pipeline:
                 self.store.finish_page(task.url, outcome=found.reason)
             return
         cleaned = prefilter_record(found.label, found.data, self.tradenames[shop.name])
-        self.store.commit_page_record(
+        _, stale_image = self.store.commit_page_record(
             task.url, record_id=dataset.stable_id(shop.source, found.image_url), shop=shop.name,
             source=shop.source, image_url=found.image_url, raw_label=found.label, raw_data=found.data,
             cleaned=None if isinstance(cleaned, Rejected) else (cleaned.label, cleaned.data),
             reject_reason=cleaned.reason if isinstance(cleaned, Rejected) else None,
         )
+        if stale_image:  # the record is labelled again and may get another folder
+            safe_join(self.cfg.images_dir, stale_image).unlink(missing_ok=True)
 
     # --- label ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import hashlib
 import sqlite3
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ CREATE TABLE IF NOT EXISTS sitemaps (
     state TEXT NOT NULL,          -- pending, leased, done, failed
     reason TEXT,
     urls_found INTEGER NOT NULL DEFAULT 0,
+    pass INTEGER NOT NULL DEFAULT 0,  -- the crawl pass that walked it; a new pass walks it again
     updated REAL
 );
 CREATE TABLE IF NOT EXISTS pages (
@@ -40,7 +42,9 @@ CREATE TABLE IF NOT EXISTS pages (
     host TEXT NOT NULL,           -- so one slow host cannot take every slot of the crawl
     state TEXT NOT NULL,          -- pending, leased, done, failed
     reason TEXT,                  -- for done: record, duplicate_image_url, not_product_page, ...
-    lastmod TEXT,
+    lastmod TEXT,                 -- as the sitemap gave it
+    lastmod_ts REAL,              -- the same as a Unix time, to compare with fetched_at
+    fetched_at REAL,              -- when the page was last fetched
     updated REAL
 );
 -- rowid is the discovery order (rows are never deleted): work is leased in that order and
@@ -131,6 +135,20 @@ def _not_in(column: str, values: Collection[str]) -> str:
 HostRoom = Callable[[str], int] | None
 
 
+def lastmod_timestamp(lastmod: str | None) -> float | None:
+    """A sitemap <lastmod> (W3C datetime: a date, or a date and time with a zone) as Unix time;
+    None if missing or unreadable (then only new pages are fetched)."""
+    if not lastmod:
+        return None
+    try:
+        when = datetime.fromisoformat(lastmod.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
 def sample_of(record_id: str) -> float:
     """A stable pseudo-random number per record, so the debug fraction picks the same records
     in every run and a later run with a larger fraction labels the rest."""
@@ -212,11 +230,32 @@ class Store:
 
     # --- sitemaps -------------------------------------------------------------------------
 
-    def add_sitemaps(self, shop: str, urls: Iterable[str]) -> int:
+    def start_crawl_pass(self, *, full: bool) -> int:
+        """The crawl pass this run works on. A pass that was interrupted is resumed; after a
+        finished one a new pass starts, which walks every sitemap again and fetches new pages and
+        pages whose lastmod is newer than our copy (``full``: every page again)."""
+        counters = self.counters()
+        current = counters.get("crawl_pass", 0)
+        open_work = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM sitemaps WHERE state IN ('pending','leased')) + "
+            "(SELECT COUNT(*) FROM pages WHERE state IN ('pending','leased'))").fetchone()[0]
+        started = self.db.execute("SELECT 1 FROM sitemaps LIMIT 1").fetchone() is not None
+        if started and (not open_work or full):
+            current += 1
+            self.set_counter("crawl_pass", current)
+            if full:
+                with self.transaction() as db:
+                    db.execute("UPDATE pages SET state='pending' WHERE state IN ('done','failed')")
+        return current
+
+    def add_sitemaps(self, shop: str, urls: Iterable[str], crawl_pass: int = 0) -> int:
+        """New sitemaps, and known ones last walked in an earlier pass, become pending."""
         with self.transaction() as db:
             cur = db.executemany(
-                "INSERT OR IGNORE INTO sitemaps(url, shop, host, state, updated) VALUES (?, ?, ?, 'pending', ?)",
-                [(u, shop, host_of(u), time.time()) for u in urls],
+                "INSERT INTO sitemaps(url, shop, host, state, pass, updated) VALUES (?, ?, ?, 'pending', ?, ?) "
+                "ON CONFLICT(url) DO UPDATE SET state='pending', reason=NULL, pass=excluded.pass "
+                "WHERE sitemaps.pass < excluded.pass AND sitemaps.state IN ('done', 'failed')",
+                [(u, shop, host_of(u), crawl_pass, time.time()) for u in urls],
             )
             return cur.rowcount
 
@@ -238,13 +277,17 @@ class Store:
     # --- pages ----------------------------------------------------------------------------
 
     def add_pages(self, shop: str, pages: Iterable[tuple[str, str | None]]) -> int:
-        """Insert (url, lastmod) pairs not seen before; the seen-set is the table, not memory."""
+        """Add (url, lastmod) pairs: new pages, and known pages whose lastmod is newer than our
+        copy, become pending. The seen-set is the table, not memory."""
         with self.transaction() as db:
             now = time.time()
-            rows = [(u, shop, host_of(u), lastmod, now) for u, lastmod in pages]
+            rows = [(u, shop, host_of(u), lastmod, lastmod_timestamp(lastmod), now) for u, lastmod in pages]
             cur = db.executemany(
-                "INSERT OR IGNORE INTO pages(url, shop, host, state, lastmod, updated) "
-                "VALUES (?, ?, ?, 'pending', ?, ?)",
+                "INSERT INTO pages(url, shop, host, state, lastmod, lastmod_ts, updated) "
+                "VALUES (?, ?, ?, 'pending', ?, ?, ?) "
+                "ON CONFLICT(url) DO UPDATE SET state='pending', lastmod=excluded.lastmod, "
+                "lastmod_ts=excluded.lastmod_ts WHERE pages.state='done' "
+                "AND excluded.lastmod_ts > COALESCE(pages.fetched_at, 0)",
                 rows,
             )
             return cur.rowcount
@@ -257,10 +300,11 @@ class Store:
         """Commit a page that yielded no record: ``failed`` for an item error, ``outcome`` for
         a page that was fine but is not a product (not_product_page, no_image, ...)."""
         state = "failed" if failed else "done"
+        now = time.time()
         with self.transaction() as db:
             db.execute(
-                "UPDATE pages SET state=?, reason=?, updated=? WHERE url=?",
-                (state, failed or outcome, time.time(), url),
+                "UPDATE pages SET state=?, reason=?, fetched_at=?, updated=? WHERE url=?",
+                (state, failed or outcome, now, now, url),
             )
 
     def commit_page_record(
@@ -275,30 +319,46 @@ class Store:
         raw_data: list[str],
         cleaned: tuple[str, list[str]] | None,
         reject_reason: str | None,
-    ) -> str:
+    ) -> tuple[str, str | None]:
         """Store the page's raw record and its pre-filter result in one transaction with the
-        page's state. Returns the page outcome: "record" or "duplicate_image_url" (SPEC 2 rule 1:
-        the first record with an image URL is kept, whatever became of it)."""
+        page's state. Returns (page outcome, stale image): the outcome is "record" or
+        "duplicate_image_url" (SPEC 2 rule 1: the first record with an image URL is kept,
+        whatever became of it). A page fetched again by a re-crawl updates its own record; if
+        its text changed the record is labelled again, and the image path it had (to delete)
+        is returned."""
         now = time.time()
+        raw = orjson.dumps({"label": raw_label, "data": raw_data}).decode()
+        label, data = cleaned if cleaned else (None, None)
+        fields = (
+            raw, label, orjson.dumps(data).decode() if data is not None else None,
+            "rejected" if reject_reason else "to_label", "prefilter" if reject_reason else None,
+            reject_reason, now,
+        )
+        stale_image = None
         with self.transaction() as db:
-            label, data = cleaned if cleaned else (None, None)
-            cur = db.execute(
-                "INSERT OR IGNORE INTO records(id, shop, source, page_url, image_url, image_host, raw, "
-                "label, data, sample, state, stage, reason, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    record_id, shop, source, page_url, image_url, host_of(image_url),
-                    orjson.dumps({"label": raw_label, "data": raw_data}).decode(),
-                    label, orjson.dumps(data).decode() if data is not None else None,
-                    sample_of(record_id),
-                    "rejected" if reject_reason else "to_label",
-                    "prefilter" if reject_reason else None, reject_reason, now,
-                ),
-            )
-            outcome = "record" if cur.rowcount else "duplicate_image_url"
+            known = db.execute("SELECT page_url, raw, folder FROM records WHERE id=?", (record_id,)).fetchone()
+            if known is None:
+                db.execute(
+                    "INSERT INTO records(id, shop, source, page_url, image_url, image_host, sample, raw, "
+                    "label, data, state, stage, reason, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (record_id, shop, source, page_url, image_url, host_of(image_url), sample_of(record_id),
+                     *fields),
+                )
+                outcome = "record"
+            elif known[0] != page_url:
+                outcome = "duplicate_image_url"
+            else:
+                outcome = "record"
+                if known[1] != raw:  # the shop changed the text: label it again
+                    stale_image = known[2] and f"{known[2]}/{record_id}.png"
+                    db.execute(
+                        "UPDATE records SET raw=?, label=?, data=?, state=?, stage=?, reason=?, updated=?, "
+                        "answer=NULL, labels=NULL, folder=NULL WHERE id=?", (*fields, record_id))
             db.execute(
-                "UPDATE pages SET state='done', reason=?, updated=? WHERE url=?", (outcome, now, page_url)
+                "UPDATE pages SET state='done', reason=?, fetched_at=?, updated=? WHERE url=?",
+                (outcome, now, now, page_url),
             )
-        return outcome
+        return outcome, stale_image
 
     # --- labelling ------------------------------------------------------------------------
 

@@ -43,6 +43,15 @@ def write_config(tmp_path: Path, shop_toml: str, **sections: str) -> Path:
     return config
 
 
+def short_prompt(tmp_path: Path) -> Path:
+    """The default prompt with small token caps, so that many records label quickly."""
+    text = DEFAULT_PROMPT.read_text().split("[max_tokens]")[0]
+    path = tmp_path / "prompt.toml"
+    path.write_text(text + "[max_tokens]\nlabel_long = 6\nlabel_short = 4\ndescription = 8\n"
+                           "material = 3\nmaterial_finish = 3\n")
+    return path
+
+
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """The real command in a subprocess, as a user runs it."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")

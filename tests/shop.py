@@ -79,6 +79,7 @@ class TestShop:
     requests: list[str] = field(default_factory=list)
     broken_images: set[str] = field(default_factory=set)  # paths answered with 404
     sitemap_seconds: float = 0.0  # spread each product sitemap's body over this long
+    lastmod_overrides: dict[str, str] = field(default_factory=dict)  # path -> <lastmod>
 
     # --- content ---
 
@@ -108,7 +109,8 @@ class TestShop:
         return buf.getvalue(), f"image/{'jpeg' if fmt == 'JPEG' else ext}"
 
     def urlset(self, urls: list[str]) -> bytes:
-        body = "".join(f"<url><loc>{self.base_url}{u}</loc><lastmod>2024-05-01</lastmod></url>" for u in urls)
+        body = "".join(f"<url><loc>{self.base_url}{u}</loc>"
+                       f"<lastmod>{self.lastmod_overrides.get(u, '2024-05-01')}</lastmod></url>" for u in urls)
         return f'<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="{SITEMAP_NS}">{body}</urlset>'.encode()
 
     # --- handlers ---

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import DEFAULT_PROMPT, REPO, write_config
+from conftest import DEFAULT_PROMPT, REPO, short_prompt, write_config
 from shop import ShopServer, TestShop, many_products
 
 N_PRODUCTS = 240
@@ -25,15 +25,6 @@ def big_shop():
     server = ShopServer(TestShop(products=many_products(N_PRODUCTS), sitemap_seconds=1.5)).start()
     yield server
     server.stop()
-
-
-def short_prompt(tmp_path: Path) -> Path:
-    """The default prompt with small token caps, so a few hundred records label quickly."""
-    text = DEFAULT_PROMPT.read_text().split("[max_tokens]")[0]
-    path = tmp_path / "prompt.toml"
-    path.write_text(text + "[max_tokens]\nlabel_long = 6\nlabel_short = 4\ndescription = 8\n"
-                           "material = 3\nmaterial_finish = 3\n")
-    return path
 
 
 def make_config(tmp_path: Path, server: ShopServer) -> Path:

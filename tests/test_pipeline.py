@@ -9,7 +9,7 @@ import orjson
 from PIL import Image
 
 from conftest import run_cli, write_config
-from shop import SHOP_TOML
+from shop import SHOP_TOML, Product
 from ilid_async.dataset import DATASET_KEYS, stable_id
 from ilid_async.store import sample_of
 
@@ -62,8 +62,8 @@ def test_whole_run_then_rerun_does_no_work_twice(shop_server, tmp_path):
     shop_server.shop.requests.clear()
     second = run_cli("run", str(config))
     assert second.returncode == 0, second.stderr
-    # Only robots.txt is asked again (for sitemap discovery); no sitemap, page or image.
-    assert shop_server.shop.requests == ["/robots.txt"]
+    # The sitemaps are read again (to find new and changed pages); no page or image is fetched.
+    assert all(p == "/robots.txt" or p.startswith("/sitemap") for p in shop_server.shop.requests)
     assert (tmp_path / "run" / "ilid.json").read_bytes() == dataset_bytes
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "run" / "images").rglob("*.png")) == images
 
@@ -144,3 +144,24 @@ def test_two_shops_with_the_same_images_are_assembled_once(shop_server, tmp_path
     assert "duplicate_in_dataset" in result.stdout
     status = run_cli("status", str(config), timeout=60)
     assert status.returncode == 0 and status.stdout == result.stdout.rsplit("\ndataset: ", 1)[0] + "\n"
+
+
+def test_incremental_recrawl_fetches_only_new_and_changed_pages(shop_server, tmp_path):
+    config = write_config(tmp_path, shop_server.shop_toml())
+    assert run_cli("run", str(config), "--stages", "crawl").returncode == 0
+    shop = shop_server.shop
+    # The shop changes: a new product, and one product's page is updated (newer lastmod).
+    shop.products.append(Product("latch-9", "Draw latch steel", ["Draw latch.", "Material", "steel"],
+                                 ["/img/latch-9.jpg"]))
+    shop.lastmod_overrides["/p/clamp-3"] = "2099-01-01T00:00:00+00:00"
+    shop.requests.clear()
+    second = run_cli("run", str(config), "--stages", "crawl")
+    assert second.returncode == 0, second.stderr
+    pages = [p for p in shop.requests if p.startswith("/p/")]
+    assert sorted(pages) == ["/p/clamp-3", "/p/latch-9"]
+    assert f"{shop_server.base_url}/img/latch-9.jpg" in record_states(tmp_path)
+
+    shop.requests.clear()
+    full = run_cli("run", str(config), "--stages", "crawl", "--recrawl")
+    assert full.returncode == 0, full.stderr
+    assert sorted(p for p in shop.requests if p.startswith("/p/")) == sorted(f"/p/{p.slug}" for p in shop.products)

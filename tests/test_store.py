@@ -31,3 +31,28 @@ def test_leases_skip_busy_hosts_and_return_to_pending_on_reopen(tmp_path):
     leased_again = reopened.lease_pages(10)
     assert len(leased_again) == 7 and first[0].url not in {t.url for t in leased_again}
     reopened.close()
+
+
+def test_a_refetched_page_updates_its_own_record_and_a_copy_elsewhere_is_a_duplicate(tmp_path):
+    store = Store(tmp_path / "state.sqlite")
+    store.add_pages("shop", [("http://a.test/p/1", None), ("http://a.test/p/2", None)])
+    common = dict(record_id="r1", shop="shop", source="s", image_url="http://a.test/i.jpg", reject_reason=None)
+    first = store.commit_page_record("http://a.test/p/1", raw_label="Hinge", raw_data=["zinc"],
+                                     cleaned=("Hinge", ["zinc"]), **common)
+    assert first == ("record", None)
+    labels = {"label_short": "hinge", "label_long": "zinc hinge", "description": None, "material": "zinc",
+              "material_finish": None}
+    store.lease_for_labelling(10)
+    assert store.commit_labels("r1", answer=labels, labels=labels, folder="hinge") == "to_image"
+    # Another page with the same image: SPEC 2 rule 1 keeps the first record.
+    assert store.commit_page_record("http://a.test/p/2", raw_label="Hinge 2", raw_data=["x"],
+                                    cleaned=("Hinge", ["x"]), **common) == ("duplicate_image_url", None)
+    # The same page fetched again, unchanged: nothing to do.
+    assert store.commit_page_record("http://a.test/p/1", raw_label="Hinge", raw_data=["zinc"],
+                                    cleaned=("Hinge", ["zinc"]), **common) == ("record", None)
+    assert store.count_records("to_image") == 1
+    # Changed text: labelled again; the old image is named so that it can be removed.
+    assert store.commit_page_record("http://a.test/p/1", raw_label="Hinge", raw_data=["brass"],
+                                    cleaned=("Hinge", ["brass"]), **common) == ("record", "hinge/r1.png")
+    assert store.count_records("to_label") == 1 and store.count_records("to_image") == 0
+    store.close()
