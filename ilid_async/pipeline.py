@@ -23,16 +23,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 from .config import Config, ShopConfig
-from .dataset import image_path, make_entry, safe_join, write_json_atomic
+from .dataset import image_path, make_entry, safe_join, stable_id, write_json_atomic
 from .errors import ItemError, UserError
 from .extract import NotExtracted, extract_product
 from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter, prefilter_record
 from .http import HttpClient
-from .urls import domain_allowed
 from .images import ImageError, transform_image
 from .sitemap import robots_sitemaps, walk_sitemap
 from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store
-from . import dataset
+from .urls import domain_allowed
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +343,7 @@ class Pipeline:
             return
         cleaned = prefilter_record(found.label, found.data, self.tradenames[shop.name])
         _, stale_image = self.store.commit_page_record(
-            task.url, record_id=dataset.stable_id(shop.source, found.image_url), shop=shop.name,
+            task.url, record_id=stable_id(shop.source, found.image_url), shop=shop.name,
             source=shop.source, image_url=found.image_url, raw_label=found.label, raw_data=found.data,
             cleaned=None if isinstance(cleaned, Rejected) else (cleaned.label, cleaned.data),
             reject_reason=cleaned.reason if isinstance(cleaned, Rejected) else None,
