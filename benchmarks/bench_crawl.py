@@ -13,7 +13,7 @@ Prints pages per second of both and the ratio.
 from __future__ import annotations
 
 import argparse
-import socket
+import json
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import REPO, free_port, report_ratio, write_crawl_config
 
 SPIDER = '''
 import scrapy
@@ -55,35 +55,13 @@ class DemoSpider(SitemapSpider):
         }}
 '''
 
-SHOP = """source = "demo"
-robots_urls = ["{base}/robots.txt"]
-sitemap_rules = [["/p/", "product"]]
-image_endings = [".jpg", ".jpeg", ".png"]
-[selectors]
-product = "div.product-detail"
-image = "div.gallery img"
-label = "h1.product-title"
-data = "div.product-info"
-"""
-
-CONFIG = """[run]
-dir = "run"
-shops = ["demo.toml"]
-[http]
+HTTP = """[http]
 allow_loopback = true
 concurrency = 32
 [http.hosts."127.0.0.1"]
 rate = 0
 concurrency = 32
-[llm]
-prompt = "{prompt}"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
@@ -103,11 +81,9 @@ def main(products: int) -> None:
             tmp = Path(tmp)
             (tmp / "spider.py").write_text(SPIDER.format(base=base))
             scrapy_s = timed([sys.executable, "-m", "scrapy", "runspider", "spider.py", "-O", "items.json"], tmp)
-            import json
             scrapy_items = len(json.loads((tmp / "items.json").read_text()))
 
-            (tmp / "demo.toml").write_text(SHOP.format(base=base))
-            (tmp / "config.toml").write_text(CONFIG.format(prompt=REPO / "prompts" / "default.toml"))
+            write_crawl_config(tmp, {"demo": base}, HTTP)
             ours_s = timed([sys.executable, "-m", "ilid_async", "run", "config.toml", "--stages", "crawl"], tmp)
             db = sqlite3.connect(tmp / "run" / "state.sqlite")
             pages = db.execute("SELECT COUNT(*) FROM pages WHERE state='done'").fetchone()[0]
@@ -116,11 +92,9 @@ def main(products: int) -> None:
     finally:
         server.terminate()
         server.wait()
-    scrapy_rate, ours_rate = products / scrapy_s, pages / ours_s
-    print(f"product pages: {products}")
-    print(f"Scrapy SitemapSpider: {scrapy_items} items in {scrapy_s:.1f} s = {scrapy_rate:.0f} pages/s")
-    print(f"ilid-async crawl:     {records} records from {pages} pages in {ours_s:.1f} s = {ours_rate:.0f} pages/s")
-    print(f"ratio ilid-async / Scrapy: {ours_rate / scrapy_rate:.2f}x  (both times include start-up)")
+    print(f"product pages: {products}; items: Scrapy {scrapy_items}, ilid-async {records} "
+          "(times include start-up)")
+    report_ratio("pages", "pages/s", "Scrapy SitemapSpider", products, scrapy_s, pages, ours_s)
 
 
 if __name__ == "__main__":

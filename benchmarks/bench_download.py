@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 from PIL import Image
 
+from common import report_ratio
 from ilid_async.config import HttpSettings
 from ilid_async.dataset import DATASET_KEYS
 from ilid_async.demo.catalogue import build_catalogue
@@ -73,11 +74,8 @@ async def main(n_images: int) -> None:
             ours_s = time.perf_counter() - started
     finally:
         await server.close()
-    base_rate, ours_rate = n_base / base_s, report.downloaded / ours_s
     print(f"images: {len(urls)}  (Pillow {Image.__version__})")
-    print(f"sequential baseline: {n_base} images in {base_s:.1f} s = {base_rate:.1f} images/s")
-    print(f"ilid-async download: {report.downloaded} images in {ours_s:.1f} s = {ours_rate:.1f} images/s")
-    print(f"ratio ilid-async / baseline: {ours_rate / base_rate:.2f}x")
+    report_ratio("images", "images/s", "sequential baseline", n_base, base_s, report.downloaded, ours_s)
 
 
 if __name__ == "__main__":

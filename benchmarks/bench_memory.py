@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import free_port, write_crawl_config
 NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 
 
@@ -53,26 +52,11 @@ def serve(port: int, sitemaps: int, urls: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=lambda *_: print("ready", flush=True))
 
 
-SHOP = """source = "big"
-robots_urls = ["{base}/robots.txt"]
-sitemap_rules = [["/p/", "product"]]
-[selectors]
-product = "div.product-detail"
-image = "div.gallery img"
-label = "h1"
-data = "div.info"
-"""
-
-CONFIG = """[run]
-dir = "run"
-shops = ["big.toml"]
-[http]
+HTTP = """[http]
 allow_loopback = true
 [http.hosts."127.0.0.1"]
 rate = 0
 concurrency = 16
-[llm]
-prompt = "{prompt}"
 """
 
 
@@ -84,17 +68,14 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def main(sitemaps: int, urls: int) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--sitemaps", str(sitemaps),
                                "--urls", str(urls)], stdout=subprocess.PIPE, text=True)
     try:
         server.stdout.readline()
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            (tmp / "big.toml").write_text(SHOP.format(base=f"http://127.0.0.1:{port}"))
-            (tmp / "config.toml").write_text(CONFIG.format(prompt=REPO / "prompts" / "default.toml"))
+            write_crawl_config(tmp, {"big": f"http://127.0.0.1:{port}"}, HTTP)
             started = time.monotonic()
             crawler = subprocess.Popen([sys.executable, "-m", "ilid_async", "run", "config.toml", "--stages",
                                         "crawl"], cwd=tmp, stdout=subprocess.DEVNULL)

@@ -14,26 +14,12 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from common import write_crawl_config
 from ilid_async.config import load_config
 from ilid_async.demo.server import start_demo_server
 from ilid_async.pipeline import Pipeline
 
-PROMPT = Path(__file__).resolve().parent.parent / "prompts" / "default.toml"
-SHOP = """source = "{name}"
-robots_urls = ["{base}/robots.txt"]
-sitemap_rules = [["/p/", "product"]]
-image_endings = [".jpg", ".jpeg", ".png"]
-[selectors]
-product = "div.product-detail"
-image = "div.gallery img"
-label = "h1.product-title"
-data = "div.product-info"
-"""
-
-CONFIG = """[run]
-dir = "run"
-shops = ["a.toml", "b.toml"]
-[http]
+HTTP = """[http]
 allow_loopback = true
 concurrency = 64
 per_host_concurrency = 16
@@ -41,8 +27,6 @@ per_host_concurrency = 16
 rate = {rate_a}
 [http.hosts."127.0.0.2"]
 rate = {rate_b}
-[llm]
-prompt = "{prompt}"
 """
 
 
@@ -56,10 +40,9 @@ async def main(rate_a: float, rate_b: float, seconds: float) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            for name, server in zip("ab", servers):
-                (tmp / f"{name}.toml").write_text(SHOP.format(name=name, base=server.base_url))
-            (tmp / "config.toml").write_text(CONFIG.format(rate_a=rate_a, rate_b=rate_b, prompt=PROMPT))
-            pipeline = Pipeline(load_config(tmp / "config.toml"), ["crawl"], progress_interval=3600)
+            config = write_crawl_config(tmp, {"a": servers[0].base_url, "b": servers[1].base_url},
+                                        HTTP.format(rate_a=rate_a, rate_b=rate_b))
+            pipeline = Pipeline(load_config(config), ["crawl"], progress_interval=3600)
             try:
                 await asyncio.wait_for(pipeline.run(), timeout=seconds)
             except asyncio.TimeoutError:
