@@ -1,4 +1,7 @@
-from .cli import main
 import sys
 
-sys.exit(main())
+from .cli import main
+
+# Guarded: spawned worker processes import the main module again and must not rerun the CLI.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,8 +4,6 @@ ILID's metadata file and only want the images. Same fetch layer and image transf
 from __future__ import annotations
 
 import asyncio
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from .config import HttpSettings
 from .dataset import read_dataset, safe_join, write_json_atomic
 from .errors import ItemError, UserError
 from .http import HttpClient
-from .images import ImageError, transform_image
+from .images import ImageError, image_pool, transform_image
 
 
 @dataclass
@@ -49,7 +47,7 @@ async def download_dataset(
     report = DownloadReport(total=len(entries))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    pool = ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+    pool = image_pool(workers)
     slots = asyncio.Semaphore(settings.concurrency)
     loop = asyncio.get_running_loop()
 

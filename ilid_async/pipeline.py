@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sys
 import time
@@ -28,7 +27,7 @@ from .errors import ItemError, UserError
 from .extract import NotExtracted, extract_product
 from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter, prefilter_record
 from .http import HttpClient
-from .images import ImageError, transform_image
+from .images import ImageError, image_pool, transform_image
 from .sitemap import robots_sitemaps, walk_sitemap
 from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store
 from .urls import domain_allowed
@@ -249,7 +248,7 @@ class Pipeline:
             chain.append(Stage("label", lambda n: self.store.lease_for_labelling(n, cfg.llm.debug_fraction),
                                self._label_record, 4, upstream=chain[-1:]))
         if "images" in self.stages:
-            self.pool = ProcessPoolExecutor(max_workers=cfg.images.workers or os.cpu_count() or 1)
+            self.pool = image_pool(cfg.images.workers)
             chain.append(Stage("images", self.store.lease_for_images, self._fetch_image,
                                cfg.http.concurrency, upstream=chain[-1:], host_limit=self._host_limit))
         if "label" in self.stages and "crawl" in self.stages:

@@ -80,6 +80,7 @@ class TestShop:
     broken_images: set[str] = field(default_factory=set)  # paths answered with 404
     sitemap_seconds: float = 0.0  # spread each product sitemap's body over this long
     lastmod_overrides: dict[str, str] = field(default_factory=dict)  # path -> <lastmod>
+    disallow: str = "/private"  # robots.txt Disallow for every user agent
 
     # --- content ---
 
@@ -137,7 +138,8 @@ class TestShop:
         self.requests.append(path)
         half = len(self.products) // 2
         if path == "/robots.txt":
-            return web.Response(text=f"User-agent: *\nDisallow: /private\nSitemap: {self.base_url}/sitemap_index.xml.gz\n")
+            return web.Response(text=f"User-agent: *\nDisallow: {self.disallow}\n"
+                                     f"Sitemap: {self.base_url}/sitemap_index.xml.gz\n")
         if path == "/sitemap_index.xml.gz":
             index = "".join(f"<sitemap><loc>{self.base_url}{p}</loc></sitemap>"
                             for p in ("/sitemap-products-1.xml.gz", "/sitemap-products-2.xml.gz", "/sitemap-pages.xml"))
@@ -223,6 +225,7 @@ class ShopServer:
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
 
     @property
     def base_url(self) -> str:

@@ -72,6 +72,29 @@ KILL_MOMENTS = {
 }
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def assert_all_exit(pids: list[int], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if Path(f"/proc/{p}").exists()
+                 and not (Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")]
+        time.sleep(0.05)
+    assert not alive, f"processes left behind: {alive}"
+
+
 def run_killed_at(config: Path, moment: str) -> bool:
     """Start the command, SIGKILL it when the moment comes; False if it finished first."""
     proc = start(config)
@@ -79,8 +102,10 @@ def run_killed_at(config: Path, moment: str) -> bool:
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
         if KILL_MOMENTS[moment](counts(db)):
+            workers = children_of(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+            assert_all_exit(workers)  # the image workers do not outlive a killed run
             return True
         time.sleep(0.02)
     proc.communicate(timeout=300)

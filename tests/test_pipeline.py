@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 import orjson
 from PIL import Image
 
@@ -165,3 +167,20 @@ def test_incremental_recrawl_fetches_only_new_and_changed_pages(shop_server, tmp
     full = run_cli("run", str(config), "--stages", "crawl", "--recrawl")
     assert full.returncode == 0, full.stderr
     assert sorted(p for p in shop.requests if p.startswith("/p/")) == sorted(f"/p/{p.slug}" for p in shop.products)
+
+
+@pytest.mark.parametrize("obey", [True, False])
+def test_robots_txt_is_obeyed_unless_the_shop_says_not(shop_server, tmp_path, obey):
+    shop_server.shop.disallow = "/p/"
+    toml = shop_server.shop_toml().replace('source = "testshop"', f'source = "testshop"\nobey_robots = {str(obey).lower()}')
+    config = write_config(tmp_path, toml)
+    result = run_cli("run", str(config), "--stages", "crawl")
+    assert result.returncode == 0, result.stderr
+    fetched = [p for p in shop_server.shop.requests if p.startswith("/p/")]
+    db = sqlite3.connect(tmp_path / "run" / "state.sqlite")
+    refused = db.execute("SELECT COUNT(*) FROM pages WHERE reason='robots_disallowed'").fetchone()[0]
+    db.close()
+    if obey:
+        assert fetched == [] and refused == len(shop_server.shop.products)
+    else:
+        assert len(fetched) == len(shop_server.shop.products) and refused == 0
