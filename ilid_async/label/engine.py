@@ -142,14 +142,15 @@ class LabelEngine:
             ).prompt
         else:
             self.template = self.prompt.template or DEFAULT_TEMPLATE
-        self._warm_shared_prefix()
+        self._find_shared_prefix()
 
-    def _warm_shared_prefix(self) -> None:
-        """Evaluate the part of the prompt that every record shares, once and on its own.
+    def _find_shared_prefix(self) -> None:
+        """The tokens of the prompt that every record shares.
 
-        Every record then starts from exactly this cache, so its answer does not depend on which
-        records came before it (llama.cpp's results can differ in the last bits with the batch
-        a token was computed in) and a resumed run labels a record as an uninterrupted one does.
+        Every record starts from a cache holding exactly these, evaluated alone, so its answer
+        does not depend on which records came before it (llama.cpp's results can differ in the
+        last bits with the batch a token was computed in and where it sits in the cache), and a
+        resumed run labels a record as an uninterrupted one does.
         """
         user = self.prompt.user
         cut = min(i for i in (user.find("{label}"), user.find("{text}")) if i >= 0)
@@ -157,7 +158,13 @@ class LabelEngine:
         tokens = self._model.tokenize(shared.encode(), add_bos=True, special=True)
         # The last token may merge with what follows in a full prompt: leave it out.
         self._prefix = tokens[:-1]
+
+    def _start_from_shared_prefix(self) -> None:
+        """An empty cache holding only the shared prefix, evaluated on its own. Keeping the
+        prefix of the last record is not enough: where llama.cpp puts a record's tokens in the
+        cache depends on what came before, and that changes the sums in the last bits."""
         self._model.reset()
+        self._model._ctx.kv_cache_clear()
         self._model.eval(self._prefix)
 
     def _chat_prompt(self, label: str, data: list[str]) -> tuple[str, bool]:
@@ -184,8 +191,7 @@ class LabelEngine:
             self.stats["failed"] += 1
             return LabelResult(None, "context_overflow")
         self.stats["truncated"] += truncated
-        # Back to the shared prefix alone (see _warm_shared_prefix).
-        self._model.n_tokens = len(self._prefix)
+        self._start_from_shared_prefix()
         fields: dict[str, str | None] = {}
         for index, name in enumerate(self.prompt.max_tokens):
             text += field_prefix(index, name)
