@@ -103,7 +103,6 @@ class _Host:
 
     def __init__(self, rate: float, concurrency: int):
         self.semaphore = asyncio.Semaphore(concurrency)
-        self.concurrency = concurrency
         self.rate = 0.0
         self.throttler: Throttler | None = None
         if rate:
