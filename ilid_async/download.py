@@ -4,6 +4,7 @@ ILID's metadata file and only want the images. Same fetch layer and image transf
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,20 @@ class DownloadReport:
 
     def fail(self, reason: str) -> None:
         self.failed[reason] = self.failed.get(reason, 0) + 1
+
+
+async def download_image(http: HttpClient, pool: Executor, url: str, target: Path, *, width: int,
+                         height: int, max_pixels: int, png_compress_level: int = 6, max_bytes: int,
+                         check_robots: bool = False) -> None:
+    """SPEC 6 for one image: GET it, keep it only if 200 and an image content type, then fit,
+    pad and write it as PNG in the pool. Raises ItemError / ImageError with the reason."""
+    resp = await http.get(url, max_bytes=max_bytes, check_robots=check_robots)
+    if resp.status != 200:
+        raise ItemError(f"http_{resp.status}")
+    if resp.content_type.split("/", 1)[0] != "image":
+        raise ItemError("not_image_content_type", resp.content_type)
+    await asyncio.get_running_loop().run_in_executor(
+        pool, transform_image, resp.body, str(target), width, height, max_pixels, png_compress_level)
 
 
 async def download_dataset(
@@ -49,7 +64,6 @@ async def download_dataset(
     folder.mkdir(parents=True, exist_ok=True)
     pool = image_pool(workers)
     slots = asyncio.Semaphore(settings.concurrency)
-    loop = asyncio.get_running_loop()
 
     async def one(entry: dict) -> None:
         try:
@@ -62,13 +76,9 @@ async def download_dataset(
             return
         async with slots:
             try:
-                resp = await http.get(str(entry.get("url", "")), max_bytes=settings.max_image_bytes)
-                if resp.status != 200:
-                    raise ItemError(f"http_{resp.status}")
-                if resp.content_type.split("/", 1)[0] != "image":
-                    raise ItemError("not_image_content_type")
-                await loop.run_in_executor(pool, transform_image, resp.body, str(target),
-                                           width, height, max_pixels)
+                await download_image(http, pool, str(entry.get("url", "")), target, width=width,
+                                     height=height, max_pixels=max_pixels,
+                                     max_bytes=settings.max_image_bytes)
             except (ItemError, ImageError) as e:
                 report.fail(e.reason)
                 return

@@ -27,7 +27,8 @@ from .errors import ItemError, UserError
 from .extract import NotExtracted, extract_product
 from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter, prefilter_record
 from .http import HttpClient
-from .images import ImageError, image_pool, transform_image
+from .download import download_image
+from .images import ImageError, image_pool
 from .sitemap import robots_sitemaps, walk_sitemap
 from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store
 from .urls import domain_allowed
@@ -161,6 +162,7 @@ class Pipeline:
         self.pool: ProcessPoolExecutor | None = None
         self.demo = None
         self.stages_running: list[Stage] = []
+        self.pages_stage: Stage | None = None  # woken while sitemaps still download
         self.interrupted = False  # a signal asked us to stop before the work was done
 
     # --- the run --------------------------------------------------------------------------
@@ -382,19 +384,13 @@ class Pipeline:
         if target.exists() and not self.replace_images:
             self.store.commit_image(task.id)
             return
-        shop = self.shops[task.shop]
+        img = cfg.images
         try:
-            resp = await self.http.get(task.image_url, max_bytes=cfg.http.max_image_bytes,
-                                       check_robots=shop.obey_robots)
-            if resp.status != 200:
-                raise ItemError(f"http_{resp.status}")
-            if resp.content_type.split("/", 1)[0] != "image":
-                raise ItemError("not_image_content_type", resp.content_type)
-            img = cfg.images
-            await asyncio.get_running_loop().run_in_executor(
-                self.pool, transform_image, resp.body, str(target), img.width, img.height,
-                img.max_pixels, img.png_compress_level,
-            )
+            await download_image(self.http, self.pool, task.image_url, target, width=img.width,
+                                 height=img.height, max_pixels=img.max_pixels,
+                                 png_compress_level=img.png_compress_level,
+                                 max_bytes=cfg.http.max_image_bytes,
+                                 check_robots=self.shops[task.shop].obey_robots)
         except (ItemError, ImageError) as e:
             self.store.commit_image(task.id, fail=e.reason)
             return

@@ -6,78 +6,66 @@ from collections import Counter, defaultdict
 
 from .store import Store
 
-# Record states that mean "the labelling stage is behind it".
-_LABELLED = {"to_image", "imaging", "done"}
-
-
 def _reasons(counter: Counter) -> str:
     return ", ".join(f"{reason} {n}" for reason, n in counter.most_common()) or "-"
+
+
+def _tally(rows: list[tuple]) -> tuple[Counter, Counter, Counter]:
+    """(state, reason, n) rows -> counts by state, done-but-not-a-result reasons, failed reasons.
+    A page that is "done" with a reason other than "record" was fine but not a product."""
+    states, not_results, failed = Counter(), Counter(), Counter()
+    for state, reason, n in rows:
+        states[state] += n
+        if state == "done" and reason not in (None, "record"):
+            not_results[reason] += n
+        elif state == "failed":
+            failed[reason] += n
+    return states, not_results, failed
+
+
+def _row(stage: str, found: int, done: int, pending: int = 0, rejected: Counter | None = None,
+         failed: Counter | None = None) -> dict:
+    return {"stage": stage, "found": found, "done": done, "pending": pending,
+            "rejected": rejected or Counter(), "failed": failed or Counter()}
 
 
 def stage_summary(store: Store) -> list[dict]:
     """One dict per stage: name, found, done, pending, rejected and failed by reason."""
     counts = store.state_counts()
-    rows = []
+    sm, _, sm_failed = _tally(counts["sitemaps"])
+    pg, pg_rejected, pg_failed = _tally(counts["pages"])
+    rows = [
+        _row("sitemaps", sum(sm.values()), sm["done"], sm["pending"] + sm["leased"], failed=sm_failed),
+        _row("pages", sum(pg.values()), pg["done"] - sum(pg_rejected.values()), pg["pending"] + pg["leased"],
+             pg_rejected, pg_failed),
+    ]
 
-    sitemap_failed: Counter = Counter()
-    sm = Counter()
-    for state, reason, n in counts["sitemaps"]:
-        sm[state] += n
-        if state == "failed":
-            sitemap_failed[reason] += n
-    rows.append({"stage": "sitemaps", "found": sum(sm.values()), "done": sm["done"],
-                 "pending": sm["pending"] + sm["leased"], "rejected": Counter(), "failed": sitemap_failed})
-
-    pg = Counter()
-    page_rejected: Counter = Counter()
-    page_failed: Counter = Counter()
-    for state, reason, n in counts["pages"]:
-        pg[state] += n
-        if state == "done" and reason != "record":
-            page_rejected[reason] += n
-        elif state == "failed":
-            page_failed[reason] += n
-    rows.append({"stage": "pages", "found": sum(pg.values()),
-                 "done": pg["done"] - sum(page_rejected.values()),
-                 "pending": pg["pending"] + pg["leased"], "rejected": page_rejected, "failed": page_failed})
-
-    by_stage: dict[str, Counter] = defaultdict(Counter)
     states = Counter()
+    by_stage: dict[str, dict[str, Counter]] = defaultdict(lambda: {"rejected": Counter(), "failed": Counter()})
     for state, stage, reason, n in counts["records"]:
         states[state] += n
         if state in ("rejected", "failed"):
-            by_stage[stage][(state, reason)] += n
-    total = sum(states.values())
+            by_stage[stage][state][reason] += n
 
-    def split(stage: str) -> tuple[Counter, Counter]:
-        rejected, failed = Counter(), Counter()
-        for (state, reason), n in by_stage[stage].items():
-            (rejected if state == "rejected" else failed)[reason] += n
-        return rejected, failed
+    def out(stage: str, kind: str) -> int:
+        return sum(by_stage[stage][kind].values())
 
-    pre_rej, _ = split("prefilter")
-    rows.append({"stage": "prefilter", "found": total, "done": total - sum(pre_rej.values()),
-                 "pending": 0, "rejected": pre_rej, "failed": Counter()})
-    lab_rej, lab_fail = split("label")
-    post_rej, _ = split("postfilter")
-    asm_rej, _ = split("assemble")
-    labelled = sum(states[s] for s in _LABELLED) + sum(post_rej.values()) + sum(asm_rej.values())
-    img_rej, img_fail = split("images")
-    labelled += sum(img_fail.values())
-    rows.append({"stage": "label", "found": labelled + states["to_label"] + states["labelling"]
-                 + sum(lab_fail.values()), "done": labelled,
-                 "pending": states["to_label"] + states["labelling"], "rejected": lab_rej, "failed": lab_fail})
-    rows.append({"stage": "postfilter", "found": labelled, "done": labelled - sum(post_rej.values()),
-                 "pending": 0, "rejected": post_rej, "failed": Counter()})
-    into_assemble = labelled - sum(post_rej.values())
-    rows.append({"stage": "assemble", "found": into_assemble, "done": into_assemble - sum(asm_rej.values()),
-                 "pending": 0, "rejected": asm_rej, "failed": Counter()})
-    rows.append({"stage": "images", "found": states["to_image"] + states["imaging"] + states["done"]
-                 + sum(img_fail.values()), "done": states["done"],
-                 "pending": states["to_image"] + states["imaging"], "rejected": img_rej, "failed": img_fail})
-    entries = store.counters().get("dataset_entries", 0)
-    rows.append({"stage": "dataset", "found": states["done"], "done": entries, "pending": 0,
-                 "rejected": Counter(), "failed": Counter()})
+    # Each record is in exactly one state, so every stage's counts follow from the totals.
+    into_label = sum(states.values()) - out("prefilter", "rejected")
+    waiting = states["to_label"] + states["labelling"]
+    labelled = into_label - waiting - out("label", "failed")
+    into_assemble = labelled - out("postfilter", "rejected")
+    in_images = states["to_image"] + states["imaging"]
+    rows += [
+        _row("prefilter", sum(states.values()), into_label, rejected=by_stage["prefilter"]["rejected"]),
+        _row("label", into_label, labelled, waiting, by_stage["label"]["rejected"], by_stage["label"]["failed"]),
+        _row("postfilter", labelled, into_assemble, rejected=by_stage["postfilter"]["rejected"]),
+        _row("assemble", into_assemble, into_assemble - out("assemble", "rejected"),
+             rejected=by_stage["assemble"]["rejected"]),
+        _row("images", in_images + states["done"] + out("images", "failed"), states["done"], in_images,
+             by_stage["images"]["rejected"], by_stage["images"]["failed"]),
+        _row("dataset", states["done"], store.counters().get("dataset_entries", 0)),
+    ]
     return rows
 
 
