@@ -74,7 +74,7 @@ def main(products: int) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "ilid_async.demo", "--port", str(port),
-                               "--products", str(products)], stdout=subprocess.PIPE, text=True)
+                               "--products", str(products), "--prerender"], stdout=subprocess.PIPE, text=True)
     try:
         server.stdout.readline()  # "Demo shop serving ..." once it listens
         with tempfile.TemporaryDirectory() as tmp:

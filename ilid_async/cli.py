@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import sys
-from pathlib import Path
 
 from .config import STAGES, HttpSettings, load_config
 from .errors import UserError
@@ -65,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     pipeline = Pipeline(cfg, args.stages, replace_images=args.replace_images, recrawl=args.recrawl)
     try:
-        _event_loop_run(pipeline.run())
+        run_event_loop(pipeline.run())
         print(format_summary(pipeline.store))
         if "dataset" in args.stages:
             print(f"dataset: {cfg.dataset_path}  images: {cfg.images_dir}")
@@ -99,7 +98,7 @@ def _download(args: argparse.Namespace) -> int:
         raise UserError("--image_width and --image_height must be positive")
     settings = HttpSettings(concurrency=args.concurrency, allow_loopback=args.allow_loopback,
                             per_host_rate=args.per_host_rate, per_host_concurrency=args.per_host_concurrency)
-    report = _event_loop_run(download_dataset(
+    report = run_event_loop(download_dataset(
         args.dataset, args.folder, width=args.image_width, height=args.image_height,
         replace=args.replace, dataset_downloaded=args.dataset_downloaded, http_settings=settings))
     failed = ", ".join(f"{k} {v}" for k, v in sorted(report.failed.items())) or "-"
@@ -108,7 +107,7 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _event_loop_run(coro):
+def run_event_loop(coro):
     try:
         import uvloop
     except ImportError:  # uvloop is not on every platform; asyncio's loop works too

@@ -30,6 +30,9 @@ class RunSettings:
     shops: list[str] = field(default_factory=list)  # shop files, relative to the config file
     # Back-pressure: the crawl pauses while this many records wait for labelling.
     max_label_backlog: int = 2000
+    # Processes that parse product pages: -1 = one per core but one (the event loop's), 0 = parse
+    # in the event loop's process (no pool: fine for small shops).
+    extract_workers: int = -1
 
 
 @dataclass
@@ -348,6 +351,7 @@ def load_config(path: str | Path) -> Config:
     _require(0 < cfg.llm.debug_fraction <= 1, f, "llm.debug_fraction", "must be in (0, 1]")
     _require(cfg.images.width > 0 and cfg.images.height > 0, f, "images.width", "must be > 0")
     _require(cfg.http.concurrency > 0, f, "http.concurrency", "must be > 0")
+    _require(cfg.run.extract_workers >= -1, f, "run.extract_workers", "must be -1 (auto), 0 or more")
     _require(cfg.http.per_host_concurrency > 0, f, "http.per_host_concurrency", "must be > 0")
     _require(cfg.http.per_host_rate >= 0, f, "http.per_host_rate", "must be >= 0")
     for host, limits in cfg.http.hosts.items():

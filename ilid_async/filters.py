@@ -86,7 +86,6 @@ class Labels:
 
 _CONTROL_WS = re.compile(r"[\n\r\t]")
 _DIGITS = re.compile(r"\d+")
-_WS_RUN = re.compile(r"\s+")
 
 
 def compile_tradename(regex: str | None) -> re.Pattern[str] | None:
@@ -104,11 +103,13 @@ def compile_tradename(regex: str | None) -> re.Pattern[str] | None:
 
 def _clean_text(text: str, tradename: re.Pattern[str] | None) -> str:
     """Rules 4 to 7 applied to one string."""
-    text = _CONTROL_WS.sub(" ", text).strip()  # rule 4
     if tradename is not None:
-        text = tradename.sub("", text)  # rule 5
-    text = _DIGITS.sub("", text)  # rule 6
-    return _WS_RUN.sub(" ", text).strip()  # rule 7
+        # Rule 4 matters only here: the tradename regex sees the text as rule 4 left it.
+        text = tradename.sub("", _CONTROL_WS.sub(" ", text).strip())  # rules 4 and 5
+    # Rule 6, then rule 7 with str.split (the same whitespace as \s, and several times
+    # faster than a regex on the thousands of short text pieces a crawl cleans per second).
+    # Without a tradename regex, rule 7 also does all rule 4 would have done.
+    return " ".join(_DIGITS.sub("", text).split())
 
 
 def prefilter_record(

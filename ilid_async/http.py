@@ -197,8 +197,8 @@ class HttpClient:
         """For bodies read as a stream through open()."""
         self.stats[host_of(url)].bytes += n
 
-    async def check_address(self, url: str) -> None:
-        parts = urlsplit(url)
+    async def check_address(self, url: str, parts=None) -> None:
+        parts = parts or urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ItemError("bad_url", url)
         # One look-up per host and run: the resolver guard checks again at every connect.
@@ -220,13 +220,14 @@ class HttpClient:
 
     # --- robots.txt -----------------------------------------------------------------------
 
-    async def robots(self, url: str) -> Protego | None:
+    async def robots(self, url: str, parts=None) -> Protego | None:
         """robots.txt of the URL's origin, fetched once per run; None if there is none."""
-        parts = urlsplit(url)
+        parts = parts or urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        async with self._robots_locks[origin]:
-            if origin not in self._robots:
-                self._robots[origin] = await self._fetch_robots(origin + "/robots.txt")
+        if origin not in self._robots:  # the lock only while it may still need fetching
+            async with self._robots_locks[origin]:
+                if origin not in self._robots:
+                    self._robots[origin] = await self._fetch_robots(origin + "/robots.txt")
         return self._robots[origin]
 
     async def _fetch_robots(self, robots_url: str) -> Protego | None:
@@ -242,8 +243,8 @@ class HttpClient:
             self.host(host_of(robots_url)).lower_rate(1.0 / float(delay))
         return rules
 
-    async def allowed_by_robots(self, url: str) -> bool:
-        rules = await self.robots(url)
+    async def allowed_by_robots(self, url: str, parts=None) -> bool:
+        rules = await self.robots(url, parts)
         return rules is None or rules.can_fetch(url, self.settings.user_agent)
 
     # --- requests -------------------------------------------------------------------------
@@ -259,13 +260,19 @@ class HttpClient:
         """GET with politeness, redirects, retries and a body cap. Returns any final status;
         raises ItemError for what never produced one (timeouts, refused, too large, ...)."""
         async with self.open(url, headers=headers, check_robots=check_robots) as resp:
-            body = bytearray()
-            async for chunk in resp.content.iter_chunked(65536):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise ItemError("too_large", f"body over {max_bytes} bytes")
+            length = resp.content_length
+            if length is not None and length <= max_bytes and not resp.headers.get("Content-Encoding"):
+                # The common case, in one read: aiohttp stops at Content-Length, so the cap holds.
+                body = await resp.read()
+            else:
+                buffer = bytearray()
+                async for chunk in resp.content.iter_chunked(65536):
+                    buffer += chunk
+                    if len(buffer) > max_bytes:
+                        raise ItemError("too_large", f"body over {max_bytes} bytes")
+                body = bytes(buffer)
             self.stats[host_of(url)].bytes += len(body)
-            return Response(url, str(resp.url), resp.status, resp.headers, bytes(body))
+            return Response(url, str(resp.url), resp.status, resp.headers, body)
 
     @asynccontextmanager
     async def open(
@@ -318,10 +325,11 @@ class HttpClient:
             if url in seen:
                 raise ItemError("redirect_loop", url)
             seen.add(url)
-            await self.check_address(url)
-            if check_robots and not await self.allowed_by_robots(url):
+            parts = urlsplit(url)  # once per hop: the guard, robots.txt and the host share it
+            await self.check_address(url, parts)
+            if check_robots and not await self.allowed_by_robots(url, parts):
                 raise ItemError("robots_disallowed", url)
-            resp = await self._request(url, headers)
+            resp = await self._request(url, (parts.hostname or "").lower(), headers)
             if resp.status not in REDIRECT_STATUSES:
                 return resp
             location = resp.headers.get("Location")
@@ -331,8 +339,7 @@ class HttpClient:
             url = urljoin(url, location)
         raise ItemError("too_many_redirects", url)
 
-    async def _request(self, url: str, headers: dict[str, str] | None) -> aiohttp.ClientResponse:
-        host_name = host_of(url)
+    async def _request(self, url: str, host_name: str, headers: dict[str, str] | None) -> aiohttp.ClientResponse:
         stats = self.stats[host_name]
         async with self.host(host_name).slot():
             started = time.monotonic()

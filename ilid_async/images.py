@@ -9,12 +9,8 @@ are used.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
-import signal
 import tempfile
-import threading
-import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +18,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageFile, ImageOps
 
 from .errors import ItemError
+from .workers import worker_pool
 
 # Pillow >= 9.1 moved the filter constants to Image.Resampling; older ones (and pillow-simd)
 # only have them on Image.
@@ -282,33 +279,6 @@ def _write_png_atomic(img: Image.Image, out_path: str, compress_level: int) -> i
     return written
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Pool worker start-up: end when the parent process ends, even by SIGKILL, instead of
-    lingering (a killed run's workers would otherwise wait forever for work)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: Linux tells us when the parent dies
-        if os.getppid() == parent_pid:
-            return
-    except (OSError, AttributeError):
-        pass
-    # Elsewhere (or if the parent died already): watch the parent from a thread.
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def image_pool(workers: int = 0) -> ProcessPoolExecutor:
-    """The process pool for transform_image. Workers are spawned, not forked: the parent runs
-    threads (llama.cpp, the event loop's helpers) that a fork would copy mid-work."""
-    return ProcessPoolExecutor(
-        max_workers=workers or os.cpu_count() or 1,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_die_with_parent,
-        initargs=(os.getpid(),),
-    )
+    """The process pool for transform_image."""
+    return worker_pool(workers)

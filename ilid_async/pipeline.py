@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -22,23 +23,27 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 from .config import Config, ShopConfig
-from .dataset import image_path, make_entry, safe_join, stable_id, write_json_atomic
+from .dataset import image_path, make_entry, safe_join, write_json_atomic
 from .errors import ItemError, UserError
-from .extract import NotExtracted, extract_product
-from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter, prefilter_record
+from .extract import NotExtracted
+from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter
 from .http import HttpClient
 from .download import download_image
 from .images import ImageError, image_pool
+from .page_pool import REASON_EXTRACTION_ERROR, PageJob, PagePool, process_page
 from .sitemap import robots_sitemaps, walk_sitemap
 from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store
 from .urls import domain_allowed
 
 log = logging.getLogger(__name__)
 
+# Item results are committed in groups at least this often (seconds): a killed run redoes at
+# most this much work, and a fast crawl does not pay one commit per page.
+COMMIT_EVERY = 0.05
 GRACE_SECONDS = 10.0  # after a first SIGINT/SIGTERM, how long work in flight may take to finish
 
 # Page outcomes that are item failures; the other outcomes are fine pages that are not products.
-PAGE_FAILURES = {"undecodable_page"}
+PAGE_FAILURES = {"undecodable_page", REASON_EXTRACTION_ERROR}
 
 
 class Stage:
@@ -160,6 +165,7 @@ class Pipeline:
         self.http: HttpClient | None = None
         self.engine = None
         self.pool: ProcessPoolExecutor | None = None
+        self.page_pool: PagePool | None = None
         self.demo = None
         self.stages_running: list[Stage] = []
         self.pages_stage: Stage | None = None  # woken while sitemaps still download
@@ -172,6 +178,7 @@ class Pipeline:
         if released:
             log.info("resuming: %d leased items returned to pending", released)
         self._remove_stale_temp_files()
+        self.store.group_commits(max_seconds=COMMIT_EVERY)
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,10 +199,13 @@ class Pipeline:
                 await self.engine.close(drain=not self.interrupted)
             if self.pool is not None:
                 self.pool.shutdown(cancel_futures=True)
+            if self.page_pool is not None:
+                self.page_pool.shutdown()
             if self.demo is not None:
                 await self.demo.close()
             if self.http is not None:
                 self.store.add_host_stats(self.http.take_stats())
+            self.store.flush()
 
     def _on_signal(self, main: asyncio.Task) -> None:
         if self.interrupted:
@@ -234,6 +244,8 @@ class Pipeline:
         if "crawl" in self.stages:
             self.crawl_pass = self.store.start_crawl_pass(full=self.recrawl)
             await self._seed_sitemaps()
+            if workers := _extract_workers(cfg.run.extract_workers):
+                self.page_pool = PagePool(self.shops, workers)
             # One sitemap at a time per host (they are large), several hosts side by side.
             sitemaps = Stage("sitemaps", self.store.lease_sitemaps, self._walk_sitemap, 8,
                              host_limit=lambda host: 1)
@@ -258,16 +270,23 @@ class Pipeline:
             backlog = cfg.run.max_label_backlog
             chain[1].gate = lambda: self.store.count_records("to_label") < backlog
         self.stages_running = chain
-        progress = asyncio.create_task(self._report_progress())
+        timers = [asyncio.create_task(self._report_progress()), asyncio.create_task(self._commit_often())]
         try:
             await asyncio.gather(*(stage.run() for stage in chain))
         finally:
-            progress.cancel()
+            for timer in timers:
+                timer.cancel()
         if "dataset" in self.stages:
             self.write_dataset()
 
     def _host_limit(self, host: str) -> int:
         return self.cfg.http.limits_for(host)[1]
+
+    async def _commit_often(self) -> None:
+        """Commit the store's open group while stages wait (e.g. on the model)."""
+        while True:
+            await asyncio.sleep(COMMIT_EVERY)
+            self.store.flush_if_due()
 
     async def _report_progress(self) -> None:
         """A plain progress line to stderr now and then (a live display is for later)."""
@@ -332,22 +351,21 @@ class Pipeline:
         if resp.status != 200:
             self.store.finish_page(task.url, failed=f"http_{resp.status}")
             return
-        sel = shop.selectors
-        found = extract_product(resp.body, resp.final_url, product=sel.product, image=sel.image,
-                                label=sel.label, data=sel.data, image_endings=shop.image_endings,
-                                charset=_charset(resp.headers.get("Content-Type", "")))
+        job = PageJob(shop.name, resp.final_url, resp.body, _charset(resp.headers.get("Content-Type", "")))
+        if self.page_pool is not None:
+            found = await self.page_pool.process(job)
+        else:
+            found = process_page(shop, self.tradenames[shop.name], job)
         if isinstance(found, NotExtracted):
             if found.reason in PAGE_FAILURES:
                 self.store.finish_page(task.url, failed=found.reason)
             else:
                 self.store.finish_page(task.url, outcome=found.reason)
             return
-        cleaned = prefilter_record(found.label, found.data, self.tradenames[shop.name])
         _, stale_image = self.store.commit_page_record(
-            task.url, record_id=stable_id(shop.source, found.image_url), shop=shop.name,
-            source=shop.source, image_url=found.image_url, raw_label=found.label, raw_data=found.data,
-            cleaned=None if isinstance(cleaned, Rejected) else (cleaned.label, cleaned.data),
-            reject_reason=cleaned.reason if isinstance(cleaned, Rejected) else None,
+            task.url, record_id=found.record_id, shop=shop.name, source=shop.source,
+            image_url=found.image_url, raw_label=found.raw_label, raw_data=found.raw_data,
+            cleaned=found.cleaned, reject_reason=found.reject_reason,
         )
         if stale_image:  # the record is labelled again and may get another folder
             safe_join(self.cfg.images_dir, stale_image).unlink(missing_ok=True)
@@ -409,6 +427,11 @@ class Pipeline:
         count = write_json_atomic(self.cfg.dataset_path, entries)
         self.store.set_counter("dataset_entries", count)
         return count
+
+
+def _extract_workers(setting: int) -> int:
+    """run.extract_workers: -1 = every core but the event loop's (none on one core)."""
+    return max(0, (os.cpu_count() or 1) - 1) if setting < 0 else setting
 
 
 def _charset(content_type: str) -> str | None:

@@ -171,19 +171,64 @@ class Store:
             self.db.executescript(SCHEMA)
         self._hosts_seen: dict[str, set[str]] = {}  # per table, hosts met while leasing
         self.db.execute("PRAGMA busy_timeout=10000")
+        # Group commit (see group_commits): items per group, seconds a group may stay open.
+        self._group_limits: tuple[int, float] | None = None
+        self._group_items = 0
+        self._group_started = 0.0
 
     def close(self) -> None:
+        self.flush()
         self.db.close()
+
+    def group_commits(self, max_items: int = 256, max_seconds: float = 0.05) -> None:
+        """Commit item transactions in groups rather than one by one.
+
+        A COMMIT writes every page the transaction touched to the WAL, and on a fast crawl
+        that was a tenth of the run. Each item still goes in as one unit (a savepoint inside
+        the group), and a group is committed once it holds ``max_items`` items or is
+        ``max_seconds`` old; call flush() on a timer so that an idle run commits too. A killed
+        run loses at most the open group: its leases are lost with it, so that work is simply
+        pending again at the next start, and nothing is marked done that was not done.
+        """
+        self._group_limits = (max_items, max_seconds)
+
+    def flush(self) -> None:
+        """Commit the open group, if any."""
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+        self._group_items = 0
+
+    def flush_if_due(self) -> None:
+        if self._group_limits and self._group_items and \
+                time.monotonic() - self._group_started >= self._group_limits[1]:
+            self.flush()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
+        if self._group_limits is None:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            return
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._group_started = time.monotonic()
+        self.db.execute("SAVEPOINT item")
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("ROLLBACK TO item")
+            self.db.execute("RELEASE item")
             raise
-        self.db.execute("COMMIT")
+        self.db.execute("RELEASE item")
+        self._group_items += 1
+        max_items, max_seconds = self._group_limits
+        if self._group_items >= max_items or time.monotonic() - self._group_started >= max_seconds:
+            self.flush()
 
     def release_leases(self) -> int:
         """Return all leased work to pending: the previous run stopped while doing it."""

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from ..cli import run_event_loop
 from .server import start_demo_server
 
 
-async def _serve(host: str, port: int, products: int, seed: int) -> None:
-    server = await start_demo_server(host=host, port=port, n_products=products, seed=seed)
+async def _serve(host: str, port: int, products: int, seed: int, prerender: bool) -> None:
+    server = await start_demo_server(host=host, port=port, n_products=products, seed=seed,
+                                     prerender=prerender)
     cat = server.catalogue
     print(f"Demo shop serving {len(cat.products)} products at {server.base_url}", flush=True)
     print(f"  robots.txt:    {server.base_url}/robots.txt")
@@ -34,9 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--products", type=int, default=320,
                         help="number of products (default 320)")
     parser.add_argument("--seed", type=int, default=7, help="catalogue seed (default 7)")
+    parser.add_argument("--prerender", action="store_true",
+                        help="render every product page at start, as a page cache would "
+                             "(for benchmarks: the server then costs little per page)")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(_serve(args.host, args.port, args.products, args.seed))
+        run_event_loop(_serve(args.host, args.port, args.products, args.seed, args.prerender))
     except KeyboardInterrupt:
         print("\nStopped.")
 

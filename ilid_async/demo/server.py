@@ -484,6 +484,8 @@ class DemoServer:
         self.product_chunks: list[list[Product]] = chunks
         self.app = self._make_app()
         self._runner: web.AppRunner | None = None
+        # Product pages rendered ahead, by (slug, base URL); see prerender().
+        self._rendered: dict[tuple[str, str], str] = {}
 
     @property
     def product_sitemap_names(self) -> list[str]:
@@ -524,6 +526,13 @@ class DemoServer:
         if ":" in shown and not shown.startswith("["):
             shown = f"[{shown}]"
         self.base_url = f"http://{shown}:{self.port}"
+
+    def prerender(self) -> None:
+        """Render every product page now and serve the copies, as a shop behind a page cache
+        does: rendering takes most of the server's time per page, and a benchmark should
+        measure its crawler, not this server's template code."""
+        for product in self.catalogue.products:
+            self._rendered[product.slug, self.base_url] = self._pages.product(product, self.base_url)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -622,7 +631,9 @@ class DemoServer:
         product = self.catalogue.product_by_slug(request.match_info["slug"])
         if product is None:
             raise web.HTTPNotFound()
-        return self._html(self._pages.product(product, self._base(request)))
+        base = self._base(request)
+        page = self._rendered.get((product.slug, base))
+        return self._html(page if page is not None else self._pages.product(product, base))
 
     async def _category(self, request: web.Request) -> web.Response:
         text = self._pages.category(request.match_info["slug"], self._base(request))
@@ -669,8 +680,11 @@ class DemoServer:
 
 
 async def start_demo_server(host: str = "127.0.0.1", port: int = 0, n_products: int = 320,
-                            seed: int = 7) -> DemoServer:
-    """Start the demo shop on host:port (port 0 picks a free one) and return it running."""
+                            seed: int = 7, prerender: bool = False) -> DemoServer:
+    """Start the demo shop on host:port (port 0 picks a free one) and return it running;
+    ``prerender`` renders every product page first (DemoServer.prerender)."""
     server = DemoServer(build_catalogue(n_products, seed), host)
     await server.start(port)
+    if prerender:
+        server.prerender()
     return server

@@ -1,0 +1,128 @@
+"""Product page extraction (SPEC 1 and 2) on the other cores.
+
+Parsing HTML and cleaning the text take about a third of the crawl's CPU time. The event
+loop's process keeps the network and the store; the pages it fetched go, in batches, to worker
+processes that extract the raw record, pre-filter it and compute its id, and send back only
+that small result. A batch is every page that finished in one turn of the event loop (up to
+BATCH_MAX): no page waits for a timer, and a fast crawl pays the hand-over once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from .config import ShopConfig
+from .dataset import stable_id
+from .extract import NotExtracted, extract_product
+from .filters import Rejected, compile_tradename, prefilter_record
+from .workers import worker_pool
+
+BATCH_MAX = 64
+# A page whose extraction raised (a bug, or a page that trips the parser): recorded, not fatal.
+REASON_EXTRACTION_ERROR = "extraction_error"
+
+
+@dataclass(frozen=True)
+class PageJob:
+    shop: str
+    url: str  # the final URL, after redirects: relative image links resolve against it
+    body: bytes
+    charset: str | None  # from the Content-Type header
+
+
+@dataclass(frozen=True)
+class PageRecord:
+    """What a product page yielded: its raw record and the pre-filter's verdict on it."""
+
+    record_id: str
+    image_url: str
+    raw_label: str
+    raw_data: list[str]
+    cleaned: tuple[str, list[str]] | None  # None when the pre-filter rejected it
+    reject_reason: str | None
+
+
+def process_page(shop: ShopConfig, tradename, job: PageJob) -> PageRecord | NotExtracted:
+    """Extract, pre-filter and identify one page. Runs in a worker, or inline without one."""
+    sel = shop.selectors
+    found = extract_product(job.body, job.url, product=sel.product, image=sel.image, label=sel.label,
+                            data=sel.data, image_endings=shop.image_endings, charset=job.charset)
+    if isinstance(found, NotExtracted):
+        return found
+    cleaned = prefilter_record(found.label, found.data, tradename)
+    rejected = isinstance(cleaned, Rejected)
+    return PageRecord(
+        record_id=stable_id(shop.source, found.image_url), image_url=found.image_url,
+        raw_label=found.label, raw_data=found.data,
+        cleaned=None if rejected else (cleaned.label, cleaned.data),
+        reject_reason=cleaned.reason if rejected else None,
+    )
+
+
+# --- the worker side --------------------------------------------------------------------------
+
+_shops: dict[str, tuple[ShopConfig, object]] = {}
+
+
+def _init_shops(shops: dict[str, ShopConfig]) -> None:
+    _shops.update({name: (shop, compile_tradename(shop.tradename_regex or None))
+                   for name, shop in shops.items()})
+
+
+def _process_batch(jobs: Sequence[PageJob]) -> list[PageRecord | NotExtracted]:
+    results: list[PageRecord | NotExtracted] = []
+    for job in jobs:
+        try:
+            results.append(process_page(*_shops[job.shop], job))
+        except Exception:  # noqa: BLE001 - one page never fails the batch
+            results.append(NotExtracted(REASON_EXTRACTION_ERROR))
+    return results
+
+
+# --- the event loop side ----------------------------------------------------------------------
+
+class PagePool:
+    """Hands fetched pages to worker processes in batches; ``await process(job)``."""
+
+    def __init__(self, shops: dict[str, ShopConfig], workers: int):
+        self.pool: ProcessPoolExecutor = worker_pool(workers, _init_shops, (shops,))
+        self._batch: list[tuple[PageJob, asyncio.Future]] = []
+
+    async def process(self, job: PageJob) -> PageRecord | NotExtracted:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._batch.append((job, future))
+        if len(self._batch) == 1:
+            loop.call_soon(self._send)  # after the other pages that finish in this turn
+        elif len(self._batch) >= BATCH_MAX:
+            self._send()
+        return await future
+
+    def _send(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        done = asyncio.wrap_future(self.pool.submit(_process_batch, [job for job, _ in batch]))
+        done.add_done_callback(lambda result: _hand_out(result, [f for _, f in batch]))
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+def _hand_out(result: asyncio.Future, futures: list[asyncio.Future]) -> None:
+    if result.cancelled():
+        for future in futures:
+            future.cancel()
+        return
+    if (error := result.exception()) is not None:
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)
+        return
+    for future, value in zip(futures, result.result()):
+        if not future.done():  # its page task may have been cancelled meanwhile
+            future.set_result(value)
+

@@ -1,0 +1,49 @@
+"""Process pools whose workers end with the parent, for the CPU-heavy parts of a run (page
+extraction, image transforms)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool worker start-up: end when the parent process ends, even by SIGKILL, instead of
+    lingering (a killed run's workers would otherwise wait forever for work)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: Linux tells us when the parent dies
+        if os.getppid() == parent_pid:
+            return
+    except (OSError, AttributeError):
+        pass
+    # Elsewhere (or if the parent died already): watch the parent from a thread.
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _init_worker(parent_pid: int, initializer, initargs: tuple) -> None:
+    _die_with_parent(parent_pid)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def worker_pool(workers: int = 0, initializer=None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A process pool whose workers end with the parent. Workers are spawned, not forked: the
+    parent runs threads (llama.cpp, the event loop's helpers) that a fork would copy mid-work."""
+    return ProcessPoolExecutor(
+        max_workers=workers or os.cpu_count() or 1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(os.getpid(), initializer, initargs),
+    )
