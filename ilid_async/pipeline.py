@@ -335,7 +335,8 @@ class Pipeline:
         sel = shop.selectors
         found = extract_product(resp.body, resp.final_url, product=sel.product, image=sel.image,
                                 label=sel.label, data=sel.data, image_endings=shop.image_endings,
-                                charset=_charset(resp.headers.get("Content-Type", "")))
+                                charset=_charset(resp.headers.get("Content-Type", "")),
+                                structured_fallback=shop.structured_fallback)
         if isinstance(found, NotExtracted):
             if found.reason in PAGE_FAILURES:
                 self.store.finish_page(task.url, failed=found.reason)
