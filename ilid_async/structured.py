@@ -216,7 +216,7 @@ def _jsonld_data(node: dict) -> list[str]:
     for prop in properties if isinstance(properties, list) else [properties]:
         if isinstance(prop, dict) and _string(prop.get("name")) and _string(prop.get("value")):
             data += [_string(prop.get("name")), _string(prop.get("value"))]
-    return [piece for piece in data if piece]
+    return [piece for piece in data if piece.strip()]
 
 
 def jsonld_product(tree: LexborHTMLParser, base_url: str, page_url: str) -> ProductData | None:

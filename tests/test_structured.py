@@ -244,7 +244,8 @@ def test_microdata_several_names_in_one_itemprop_and_lazy_src() -> None:
 def test_microdata_related_and_main_products() -> None:
     related = ('<div itemprop="isRelatedTo" itemscope itemtype="https://schema.org/Product">'
                '<span itemprop="name">Related</span></div>')
-    html = page(f'<div itemscope itemtype="https://schema.org/Product"><span itemprop="name">Main</span>{related}</div>')
+    html = page('<div itemscope itemtype="https://schema.org/Product">'
+                f'<span itemprop="name">Main</span>{related}</div>')
     assert only(html, MICRODATA).name == "Main"
     # Two top-level products: the one whose url is this page wins over the first.
     html = page('<div itemscope itemtype="https://schema.org/Product"><span itemprop="name">Other</span></div>'
