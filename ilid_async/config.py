@@ -127,6 +127,9 @@ class ShopConfig:
     image_endings: list[str] = field(default_factory=lambda: [".jpg"])
     tradename_regex: str = ""
     selectors: Selectors = field(default_factory=Selectors)
+    # Fill what the selectors miss from the page's schema.org data (JSON-LD, microdata,
+    # OpenGraph); a shop without selectors always uses that data.
+    structured_fallback: bool = False
     name: str = field(default="", metadata=LOADED)  # the file's stem
     path: str = field(default="", metadata=LOADED)
 
@@ -303,10 +306,17 @@ def load_shop(path: Path) -> ShopConfig:
             raise UserError(f"{_key(str(path), key)}: bad regex ({e})") from None
     from .extract import check_selector  # late import: config must load without HTML parsing
 
-    for name in ("product", "image", "label", "data"):
+    names = ("product", "image", "label", "data")
+    # No selectors at all: every field comes from structured data. Some selectors: the rest
+    # are required unless the shop asks for structured data to fill them.
+    any_selector = any(getattr(shop.selectors, name) for name in names)
+    for name in names:
         css = getattr(shop.selectors, name)
         if not css:
-            raise UserError(f"{_key(str(path), 'selectors.' + name)}: required")
+            if any_selector and not shop.structured_fallback:
+                raise UserError(f"{_key(str(path), 'selectors.' + name)}: required "
+                                "(or set structured_fallback = true)")
+            continue
         try:
             check_selector(css)
         except ValueError as e:

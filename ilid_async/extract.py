@@ -3,6 +3,10 @@
 Only the parsing half of the original spider lives here: given a fetched page
 and the shop's CSS selectors, find the product image, the label and the data
 pieces.  Filtering them is filters.py's job, so texts are returned as they are.
+
+A shop without selectors, or one that enables the structured fallback, gets
+fields from schema.org data (structured.py) instead; pages of shops with all
+four selectors and no fallback never pay for that.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 __all__ = [
     "RawRecord",
     "NotExtracted",
+    "Sources",
     "REASON_NOT_PRODUCT_PAGE",
     "REASON_NO_IMAGE",
     "REASON_UNDECODABLE_PAGE",
@@ -34,12 +39,23 @@ REASON_UNDECODABLE_PAGE = "undecodable_page"
 
 
 @dataclass(frozen=True)
+class Sources:
+    """Where each field of a record came from: "selector", "jsonld", "microdata",
+    "opengraph", or "" where no source had it."""
+
+    image: str = "selector"
+    label: str = "selector"
+    data: str = "selector"
+
+
+@dataclass(frozen=True)
 class RawRecord:
     """What one product page yields: absolute image URL, label, data pieces."""
 
     image_url: str
     label: str
     data: list[str]
+    sources: Sources = Sources()
 
 
 @dataclass(frozen=True)
@@ -177,6 +193,15 @@ def _base_url(tree: LexborHTMLParser, page_url: str) -> str:
     return page_url
 
 
+def _gallery_image(tree: LexborHTMLParser, css: str, page_url: str, endings: Sequence[str]) -> str | None:
+    """The first image matched by the gallery selector with an allowed ending, absolute."""
+    for img in _candidate_images(_select(tree, css)):
+        src = _image_src(img)
+        if src is not None and _has_ending(src, endings):
+            return urljoin(_base_url(tree, page_url), src)
+    return None
+
+
 def extract_product(
     html: bytes | str,
     page_url: str,
@@ -187,11 +212,15 @@ def extract_product(
     data: str,
     image_endings: Sequence[str],
     charset: str | None = None,
+    structured_fallback: bool = False,
 ) -> RawRecord | NotExtracted:
     """Extract the raw record of one product page (SPEC 1).
 
     `product`, `image`, `label` and `data` are the shop's CSS selectors;
     `charset` is an optional charset from the HTTP Content-Type header.
+    An empty selector takes its field from the page's schema.org data (an empty
+    `product` selector: the page is a product page if that data declares a
+    product); `structured_fallback` also fills fields the selectors miss.
     Raises ValueError only for an invalid selector (see check_selector).
     """
     if isinstance(html, bytes):
@@ -202,15 +231,13 @@ def extract_product(
         text = html
     tree = LexborHTMLParser(text)
 
+    if structured_fallback or not (product and image and label and data):
+        return _extract_with_structured(tree, page_url, product, image, label, data, image_endings)
+
     if not _select(tree, product):
         return NotExtracted(REASON_NOT_PRODUCT_PAGE)
 
-    image_url: str | None = None
-    for img in _candidate_images(_select(tree, image)):
-        src = _image_src(img)
-        if src is not None and _has_ending(src, image_endings):
-            image_url = urljoin(_base_url(tree, page_url), src)
-            break
+    image_url = _gallery_image(tree, image, page_url, image_endings)
     if image_url is None:
         return NotExtracted(REASON_NO_IMAGE)
 
@@ -221,3 +248,59 @@ def extract_product(
     pieces = list(_text_pieces(data_nodes[0])) if data_nodes else []
 
     return RawRecord(image_url=image_url, label=label_text, data=pieces)
+
+
+def _extract_with_structured(
+    tree: LexborHTMLParser,
+    page_url: str,
+    product: str,
+    image: str,
+    label: str,
+    data: str,
+    image_endings: Sequence[str],
+) -> RawRecord | NotExtracted:
+    """Selectors first; schema.org data (read only when needed) for what they miss.
+
+    A given product selector still decides alone whether this is a product page:
+    structured data must not turn category or info pages into records.
+    """
+    # Late import: structured.py uses this module's text helpers.
+    from .structured import find_products
+
+    if product and not _select(tree, product):
+        return NotExtracted(REASON_NOT_PRODUCT_PAGE)
+    image_url = _gallery_image(tree, image, page_url, image_endings) if image else None
+    label_nodes = _select(tree, label) if label else []
+    label_text = "".join(_text_pieces(label_nodes[0])) if label_nodes else ""
+    data_nodes = _select(tree, data) if data else []
+    pieces = list(_text_pieces(data_nodes[0])) if data_nodes else []
+    has_label, has_data = bool(label_text.strip()), any(p.strip() for p in pieces)
+    if product and image_url is not None and has_label and has_data:
+        return RawRecord(image_url=image_url, label=label_text, data=pieces)
+
+    base_url = _base_url(tree, page_url)
+    found = find_products(tree, base_url, page_url)
+    if not product and not any(p.declares_product for p in found):
+        return NotExtracted(REASON_NOT_PRODUCT_PAGE)
+    sources = {"image": "selector", "label": "selector", "data": "selector"}
+    if image_url is None:
+        sources["image"] = ""
+        for p in found:
+            # The shop's allowed endings apply here too: they keep icons and other formats out.
+            image_url = next((u for u in p.images if _has_ending(u, image_endings)), None)
+            if image_url is not None:
+                sources["image"] = p.source
+                break
+        if image_url is None:
+            return NotExtracted(REASON_NO_IMAGE)
+    if not has_label:
+        sources["label"] = ""
+        named = next((p for p in found if p.name.strip()), None)
+        if named is not None:
+            label_text, sources["label"] = named.name, named.source
+    if not has_data:
+        sources["data"] = ""
+        described = next((p for p in found if p.data), None)
+        if described is not None:
+            pieces, sources["data"] = list(described.data), described.source
+    return RawRecord(image_url=image_url, label=label_text, data=pieces, sources=Sources(**sources))

@@ -49,7 +49,8 @@ def process_page(shop: ShopConfig, tradename, job: PageJob) -> PageRecord | NotE
     """Extract, pre-filter and identify one page. Runs in a worker, or inline without one."""
     sel = shop.selectors
     found = extract_product(job.body, job.url, product=sel.product, image=sel.image, label=sel.label,
-                            data=sel.data, image_endings=shop.image_endings, charset=job.charset)
+                            data=sel.data, image_endings=shop.image_endings, charset=job.charset,
+                            structured_fallback=shop.structured_fallback)
     if isinstance(found, NotExtracted):
         return found
     cleaned = prefilter_record(found.label, found.data, tradename)

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO, run_cli, write_config
 from shop import SHOP_TOML
-from ilid_async.config import load_config
+from ilid_async.config import load_config, load_shop
 from ilid_async.errors import UserError
 
 SHOP = SHOP_TOML.replace("{base}", "http://127.0.0.1:9")
@@ -79,3 +79,48 @@ def test_demo_placeholder_and_rules(tmp_path):
     assert shop.page_action("http://127.0.0.1:1234/p/x") == "product"
     assert shop.page_action("http://127.0.0.1:1234/about") is None
     assert shop.follows_sitemap("http://anything/sitemap.xml")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "shops").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shop_file_loads(path):
+    shop = load_shop(path)
+    assert shop.name == path.stem and shop.source
+    assert shop.page_action("https://unrelated.example/") is None  # only listed pages are visited
+
+
+def test_example_catalogue_rules():
+    shop = load_shop(REPO / "shops" / "example-catalogue.toml")
+    assert shop.page_action("https://www.example.com/en/p/hinge-40x40-zinc-123456") == "product"
+    assert shop.page_action("https://www.example.com/en/c/hinges/") == "ignore"
+    assert shop.page_action("https://www.example.com/de/p/scharnier-123456") is None
+    assert shop.follows_sitemap("https://www.example.com/sitemap-products-2.xml")
+    assert not shop.follows_sitemap("https://www.example.com/sitemap-cms.xml")
+    assert shop.structured_fallback
+
+
+NO_SELECTORS = SHOP.split("[selectors]")[0]
+
+
+@pytest.mark.parametrize(
+    "shop, expected",
+    [
+        (NO_SELECTORS, None),
+        (NO_SELECTORS + '[selectors]\nlabel = ""\n', None),
+        (NO_SELECTORS + '[selectors]\nlabel = "h1"\n',
+         "testshop.toml: key 'selectors.product': required (or set structured_fallback = true)"),
+        ("structured_fallback = true\n" + NO_SELECTORS + '[selectors]\nlabel = "h1"\n', None),
+        ("structured_fallback = true\n" + NO_SELECTORS + '[selectors]\nlabel = "h1[["\n',
+         "testshop.toml: key 'selectors.label': bad CSS"),
+        ('structured_fallback = "yes"\n' + SHOP, "testshop.toml: key 'structured_fallback': expected bool"),
+    ],
+    ids=["no-selectors", "empty-selectors", "some-selectors", "some-with-fallback", "bad-with-fallback",
+         "fallback-not-bool"],
+)
+def test_selectors_and_structured_fallback(tmp_path, shop, expected):
+    config = write_config(tmp_path, shop)
+    if expected is None:
+        assert load_config(config).shops[0].source == "testshop"
+    else:
+        with pytest.raises(UserError) as err:
+            load_config(config)
+        assert expected in str(err.value)

@@ -1,0 +1,356 @@
+"""schema.org Product data in a parsed page: JSON-LD, microdata and OpenGraph.
+
+Used by extract.py for shops without selectors, or to fill what a shop's selectors miss.
+Each reader returns at most one `ProductData` (the page's main product, see
+`_main_product`); `find_products` returns them in precedence order, JSON-LD first, then
+microdata, then OpenGraph, so a caller takes each field from the first source that has it
+and can say where it came from.
+
+Why this order: JSON-LD is written for machines (search engines, merchant feeds) and is
+the most complete and clean; microdata is read from the visible markup and may carry UI
+text; OpenGraph describes the page for link previews (titles often end in the shop's name,
+the image may be a banner), so it only fills gaps.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urldefrag, urljoin, urlsplit
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from .extract import _text_pieces  # the same text rules as selector data
+
+__all__ = [
+    "JSONLD",
+    "MICRODATA",
+    "OPENGRAPH",
+    "SELECTOR",
+    "ProductData",
+    "find_products",
+    "jsonld_product",
+    "microdata_product",
+    "opengraph_product",
+]
+
+# Where a field's value came from, as the shop checker shows it.
+JSONLD = "jsonld"
+MICRODATA = "microdata"
+OPENGRAPH = "opengraph"
+SELECTOR = "selector"
+
+# schema.org Product and its subtypes that describe one sellable thing.
+_PRODUCT_TYPES = frozenset({"Product", "ProductGroup", "IndividualProduct", "ProductModel", "SomeProducts"})
+_OG_PRODUCT_TYPES = frozenset({"product", "og:product", "product.item", "product.group"})
+# Data strings beyond the description, with the label that goes before each value (as a
+# spec table on a page would show them).
+_EXTRA_PROPERTIES = (("material", "Material"), ("color", "Colour"))
+
+
+@dataclass(frozen=True)
+class ProductData:
+    """What one source says about the page's product; images are absolute URLs in order."""
+
+    source: str
+    name: str = ""
+    images: list[str] = field(default_factory=list)
+    data: list[str] = field(default_factory=list)
+    # The source declares a product (a Product item, og:type product), not just a page.
+    declares_product: bool = True
+
+
+def find_products(page: LexborHTMLParser | str, base_url: str, page_url: str | None = None) -> list[ProductData]:
+    """The main product by JSON-LD, microdata and OpenGraph, in that order, those found.
+
+    `base_url` resolves relative URLs (the page URL, or its <base href>); `page_url`
+    (default `base_url`) picks the main product when a source has several.
+    """
+    tree = LexborHTMLParser(page) if isinstance(page, str) else page
+    page_url = page_url or base_url
+    found = (
+        jsonld_product(tree, base_url, page_url),
+        microdata_product(tree, base_url, page_url),
+        opengraph_product(tree, base_url),
+    )
+    return [p for p in found if p is not None]
+
+
+# --- shared helpers ---------------------------------------------------------------------
+
+
+def _short_type(name: str) -> str:
+    """'https://schema.org/Product', 'schema:Product', 'Product' -> 'Product'."""
+    for sep in ("/", "#", ":"):
+        name = name.rsplit(sep, 1)[-1]
+    return name
+
+
+def _absolute(url: str, base_url: str) -> str | None:
+    """`url` resolved against the base; None for non-web URLs (data:, javascript:, blank)."""
+    url = url.strip()
+    if not url:
+        return None
+    resolved = urljoin(base_url, url)
+    return resolved if urlsplit(resolved).scheme in ("http", "https") else None
+
+
+def _same_page(url: str, page_url: str) -> bool:
+    """Whether a product's url/@id names this page (fragment and trailing slash ignored)."""
+    return urldefrag(url)[0].rstrip("/") == urldefrag(page_url)[0].rstrip("/")
+
+
+def _main_product(candidates: list[tuple[ProductData, list[str]]], page_url: str) -> ProductData | None:
+    """The product whose url or id is this page, else the first in document order.
+
+    A page yields one record, so related products, variants and accessories that a page
+    also describes must not win over the product the page is about; shops that mark
+    them up usually list the main product first.
+    """
+    for product, urls in candidates:
+        if any(_same_page(u, page_url) for u in urls):
+            return product
+    return candidates[0][0] if candidates else None
+
+
+def _fragment_pieces(text: str) -> list[str]:
+    """A description that may hold HTML tags or entities -> its text pieces."""
+    if "<" not in text and "&" not in text:
+        return [text]
+    body = LexborHTMLParser(text).body
+    return list(_text_pieces(body)) if body is not None else []
+
+
+# --- JSON-LD ----------------------------------------------------------------------------
+
+
+def _jsonld_blocks(tree: LexborHTMLParser) -> Iterator[Any]:
+    """Every parsed <script type="application/ld+json">; a broken block is skipped."""
+    for script in tree.css("script[type]"):
+        kind = (script.attributes.get("type") or "").split(";")[0].strip().lower()
+        if kind != "application/ld+json":
+            continue
+        text = (script.text(deep=True) or "").strip()
+        # CMSs wrap scripts in HTML comments or CDATA sections for ancient browsers.
+        for start, end in (("<!--", "-->"), ("//<![CDATA[", "//]]>"), ("<![CDATA[", "]]>")):
+            if text.startswith(start) and text.endswith(end):
+                text = text[len(start):-len(end)].strip()
+        try:
+            # strict=False: raw newlines and tabs inside strings are common and harmless.
+            yield json.loads(text, strict=False)
+        except ValueError:
+            continue  # one shop plugin's broken block must not hide the others
+
+
+def _types(node: dict) -> set[str]:
+    kinds = node.get("@type")
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    return {_short_type(k) for k in kinds if isinstance(k, str)} if isinstance(kinds, list) else set()
+
+
+def _top_nodes(value: Any) -> Iterator[dict]:
+    """The items a block states at top level: the block, array items, @graph items."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _top_nodes(item)
+    elif isinstance(value, dict):
+        if "@graph" in value:
+            yield from _top_nodes(value["@graph"])
+        yield value
+
+
+def _jsonld_products(node: dict) -> Iterator[dict]:
+    """A top-level node's products: the node, or a page's mainEntity.
+
+    Products nested anywhere else (isRelatedTo, hasVariant, ItemList entries) are other
+    products than the one the page is about.
+    """
+    if _types(node) & _PRODUCT_TYPES:
+        yield node
+        return
+    main = node.get("mainEntity")
+    for item in main if isinstance(main, list) else [main]:
+        if isinstance(item, dict) and _types(item) & _PRODUCT_TYPES:
+            yield item
+
+
+def _string(value: Any) -> str:
+    """A JSON-LD text value: a string, a {"@value": ...} object, or the first of a list."""
+    if isinstance(value, list):
+        value = next((v for v in value if _string(v)), "")
+    if isinstance(value, dict):
+        value = value.get("@value", "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _jsonld_images(value: Any, base_url: str, by_id: dict[str, dict]) -> Iterator[str]:
+    """Image URLs from a string, an ImageObject (url / contentUrl), an @id reference to
+    one elsewhere in the page's JSON-LD, or a list of those."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _jsonld_images(item, base_url, by_id)
+        return
+    if isinstance(value, dict):
+        if set(value) <= {"@id", "@type"} and isinstance(value.get("@id"), str):
+            value = by_id.get(value["@id"], {})  # an @id is a name, not an image URL
+        value = _string(value.get("contentUrl")) or _string(value.get("url"))
+    if isinstance(value, str):
+        url = _absolute(value, base_url)
+        if url is not None:
+            yield url
+
+
+def _jsonld_data(node: dict) -> list[str]:
+    data = _fragment_pieces(_string(node.get("description")))
+    for key, label in _EXTRA_PROPERTIES:
+        value = _string(node.get(key))
+        if value:
+            data += [label, value]
+    properties = node.get("additionalProperty")
+    for prop in properties if isinstance(properties, list) else [properties]:
+        if isinstance(prop, dict) and _string(prop.get("name")) and _string(prop.get("value")):
+            data += [_string(prop.get("name")), _string(prop.get("value"))]
+    return [piece for piece in data if piece.strip()]
+
+
+def jsonld_product(tree: LexborHTMLParser, base_url: str, page_url: str) -> ProductData | None:
+    """The page's main Product in its JSON-LD blocks, or None."""
+    nodes = [node for block in _jsonld_blocks(tree) for node in _top_nodes(block)]
+    by_id = {n["@id"]: n for n in nodes if isinstance(n.get("@id"), str)}
+    candidates = []
+    for node in nodes:
+        for product in _jsonld_products(node):
+            data = ProductData(
+                source=JSONLD,
+                name=html.unescape(_string(product.get("name"))),
+                images=list(_jsonld_images(product.get("image"), base_url, by_id)),
+                data=_jsonld_data(product),
+            )
+            ids = [urljoin(base_url, u) for u in (_string(product.get("url")), product.get("@id"))
+                   if isinstance(u, str) and u]
+            candidates.append((data, ids))
+    return _main_product(candidates, page_url)
+
+
+# --- microdata --------------------------------------------------------------------------
+
+
+def _owner(node: LexborNode) -> LexborNode | None:
+    """The item an itemprop element belongs to: its nearest itemscope ancestor."""
+    parent = node.parent
+    while parent is not None and "itemscope" not in parent.attributes:
+        parent = parent.parent
+    return parent
+
+
+def _properties(item: LexborNode) -> dict[str, list[LexborNode]]:
+    """An item's own properties by name, in document order (not those of nested items)."""
+    props: dict[str, list[LexborNode]] = {}
+    for node in item.css("[itemprop]"):
+        if _owner(node) == item:
+            for name in (node.attributes.get("itemprop") or "").split():
+                props.setdefault(name, []).append(node)
+    return props
+
+
+def _url_value(node: LexborNode) -> str:
+    """The URL a URL property holds (meta content, img src, a/link href, ...)."""
+    attrs = node.attributes
+    for attr in ("content", "src", "href", "data", "data-src"):
+        value = (attrs.get(attr) or "").strip()
+        if value:
+            return value
+    return ""
+
+
+def _text_value(node: LexborNode) -> str:
+    if node.tag == "meta" or "content" in node.attributes:
+        return (node.attributes.get("content") or "").strip()
+    return "".join(_text_pieces(node))
+
+
+def _microdata_images(nodes: list[LexborNode], base_url: str) -> Iterator[str]:
+    for node in nodes:
+        if "itemscope" in node.attributes:  # an ImageObject item
+            props = _properties(node)
+            inner = props.get("contentUrl", []) + props.get("url", [])
+            value = _url_value(inner[0]) if inner else ""
+        else:
+            value = _url_value(node)
+        url = _absolute(value, base_url)
+        if url is not None:
+            yield url
+
+
+def _is_product_item(node: LexborNode) -> bool:
+    types = (node.attributes.get("itemtype") or "").split()
+    return any(_short_type(t) in _PRODUCT_TYPES for t in types)
+
+
+def microdata_product(tree: LexborHTMLParser, base_url: str, page_url: str) -> ProductData | None:
+    """The page's main Product item in its microdata, or None."""
+    candidates = []
+    for item in tree.css("[itemscope][itemtype]"):
+        # Top-level items only (or a page's mainEntity): a product that is a property of
+        # another item is a related product or an accessory.
+        role = (item.attributes.get("itemprop") or "").split()
+        if not _is_product_item(item) or (role and "mainEntity" not in role):
+            continue
+        props = _properties(item)
+        data: list[str] = []
+        for node in props.get("description", [])[:1]:
+            content = node.tag == "meta" or "content" in node.attributes
+            data += [_text_value(node)] if content else list(_text_pieces(node))
+        for key, label in _EXTRA_PROPERTIES:
+            value = _text_value(props[key][0]).strip() if key in props else ""
+            if value:
+                data += [label, value]
+        for prop in props.get("additionalProperty", []):
+            inner = _properties(prop)
+            if "name" in inner and "value" in inner:
+                data += [_text_value(inner["name"][0]), _text_value(inner["value"][0])]
+        product = ProductData(
+            source=MICRODATA,
+            name=_text_value(props["name"][0]) if "name" in props else "",
+            images=list(_microdata_images(props.get("image", []), base_url)),
+            data=[piece for piece in data if piece and piece.strip()],
+        )
+        ids = [urljoin(base_url, _url_value(n)) for n in props.get("url", [])[:1]]
+        ids += [urljoin(base_url, item.attributes["itemid"])] if item.attributes.get("itemid") else []
+        candidates.append((product, ids))
+    return _main_product(candidates, page_url)
+
+
+# --- OpenGraph --------------------------------------------------------------------------
+
+
+def opengraph_product(tree: LexborHTMLParser, base_url: str) -> ProductData | None:
+    """og:title, og:image (every one, in order) and og:description; None without any."""
+    values: dict[str, list[str]] = {}
+    for meta in tree.css("meta[content]"):
+        attrs = meta.attributes
+        # The protocol says property=, but name= is a common mistake that readers accept.
+        key = (attrs.get("property") or attrs.get("name") or "").strip().lower()
+        if key.startswith("og:"):
+            values.setdefault(key, []).append((attrs.get("content") or "").strip())
+    if not values:
+        return None
+    image_urls = [
+        url for key in ("og:image", "og:image:secure_url", "og:image:url")
+        for value in values.get(key, []) if (url := _absolute(value, base_url)) is not None
+    ]
+    # The HTML parser has already decoded entities in attribute values.
+    description = next((v for v in values.get("og:description", []) if v), "")
+    return ProductData(
+        source=OPENGRAPH,
+        name=next((v for v in values.get("og:title", []) if v), ""),
+        images=list(dict.fromkeys(image_urls)),
+        data=[description] if description else [],
+        declares_product=any(v.lower() in _OG_PRODUCT_TYPES for v in values.get("og:type", [])),
+    )
