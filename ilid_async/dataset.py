@@ -34,9 +34,9 @@ def stable_id(source: str, image_url: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, source + "\n" + image_url))
 
 
-def image_path(folder: str, record_id: str) -> str:
-    """The dataset-relative image path, ``<folder>/<id>.png``."""
-    return f"{folder}/{record_id}.png"
+def image_path(folder: str, record_id: str, ending: str = "png") -> str:
+    """The dataset-relative image path, ``<folder>/<id>.png`` (or the ending of the format)."""
+    return f"{folder}/{record_id}.{ending}"
 
 
 def make_entry(
@@ -50,11 +50,13 @@ def make_entry(
     material: str,
     material_finish: str,
     source: str,
+    image: str | None = None,
 ) -> dict[str, Any]:
-    """One dataset entry with its keys in ``DATASET_KEYS`` order (consumers rely on it)."""
+    """One dataset entry with its keys in ``DATASET_KEYS`` order (consumers rely on it);
+    ``image`` is the image file when it is not ``<folder>/<id>.png``."""
     return {
         "id": record_id,
-        "image": image_path(folder, record_id),
+        "image": image or image_path(folder, record_id),
         "url": url,
         "label_short": label_short,
         "label_long": label_long,

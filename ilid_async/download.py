@@ -12,7 +12,7 @@ from .config import HttpSettings
 from .dataset import read_dataset, safe_join, write_json_atomic
 from .errors import ItemError, UserError
 from .http import HttpClient
-from .images import ImageError, image_pool, transform_image
+from .images import Encoding, ImageError, ImageResult, image_pool, transform_image
 
 
 @dataclass
@@ -27,17 +27,19 @@ class DownloadReport:
 
 
 async def download_image(http: HttpClient, pool: Executor, url: str, target: Path, *, width: int,
-                         height: int, max_pixels: int, png_compress_level: int = 6, max_bytes: int,
-                         check_robots: bool = False) -> None:
+                         height: int, max_pixels: int, encoding: Encoding | None = None,
+                         max_bytes: int, check_robots: bool = False) -> ImageResult:
     """SPEC 6 for one image: GET it, keep it only if 200 and an image content type, then fit,
-    pad and write it as PNG in the pool. Raises ItemError / ImageError with the reason."""
+    pad and write it (PNG unless ``encoding`` says otherwise) in the pool. The pool worker
+    writes the file itself: only the small result comes back. Raises ItemError / ImageError
+    with the reason."""
     resp = await http.get(url, max_bytes=max_bytes, check_robots=check_robots)
     if resp.status != 200:
         raise ItemError(f"http_{resp.status}")
     if resp.content_type.split("/", 1)[0] != "image":
         raise ItemError("not_image_content_type", resp.content_type)
-    await asyncio.get_running_loop().run_in_executor(
-        pool, transform_image, resp.body, str(target), width, height, max_pixels, png_compress_level)
+    return await asyncio.get_running_loop().run_in_executor(
+        pool, transform_image, resp.body, str(target), width, height, max_pixels, 6, encoding)
 
 
 async def download_dataset(

@@ -23,13 +23,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 from .config import Config, ShopConfig
-from .dataset import image_path, make_entry, safe_join, write_json_atomic
+from .dataset import image_path, safe_join
 from .errors import ItemError, UserError
 from .extract import NotExtracted
 from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter
 from .http import HttpClient
 from .download import download_image
-from .images import ImageError, image_pool
+from .images import Encoding, ImageError, image_pool
+from .outputs import OutputPlan, find_duplicates, write_outputs
 from .page_pool import REASON_EXTRACTION_ERROR, PageJob, PagePool, process_page
 from .sitemap import robots_sitemaps, walk_sitemap
 from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store
@@ -221,7 +222,7 @@ class Pipeline:
     def _remove_stale_temp_files(self) -> None:
         """Temporary files of a killed run: outputs are written as .NAME.XXXX.tmp and renamed,
         so these were never finished and nothing refers to them."""
-        for folder in (self.cfg.run_dir, *self.cfg.images_dir.glob("*/")):
+        for folder in (self.cfg.run_dir, self.cfg.run_dir / "webdataset", *self.cfg.images_dir.glob("*/")):
             for stale in folder.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
 
@@ -393,39 +394,40 @@ class Pipeline:
 
     async def _fetch_image(self, task: ImageTask) -> None:
         cfg = self.cfg
+        img = cfg.images
+        encoding = Encoding(img.format, img.png_compress_level, img.quality)
+        file = image_path(task.folder, task.id, encoding.ending)
         try:
-            target = safe_join(cfg.images_dir, image_path(task.folder, task.id))
+            target = safe_join(cfg.images_dir, file)
         except ValueError:
             self.store.commit_image(task.id, fail="unsafe_path")
             return
-        # SPEC 6: an existing file is kept (it was written whole: files are renamed into place).
-        if target.exists() and not self.replace_images:
-            self.store.commit_image(task.id)
+        # SPEC 6: an existing file is kept (it was written whole: files are renamed into place),
+        # once its hashes are known; a run killed between writing and committing fetches it again.
+        if target.exists() and task.hashed and not self.replace_images:
+            self.store.commit_image(task.id, file=file)
             return
-        img = cfg.images
         try:
-            await download_image(self.http, self.pool, task.image_url, target, width=img.width,
-                                 height=img.height, max_pixels=img.max_pixels,
-                                 png_compress_level=img.png_compress_level,
-                                 max_bytes=cfg.http.max_image_bytes,
-                                 check_robots=self.shops[task.shop].obey_robots)
+            result = await download_image(self.http, self.pool, task.image_url, target, width=img.width,
+                                          height=img.height, max_pixels=img.max_pixels, encoding=encoding,
+                                          max_bytes=cfg.http.max_image_bytes,
+                                          check_robots=self.shops[task.shop].obey_robots)
         except (ItemError, ImageError) as e:
             self.store.commit_image(task.id, fail=e.reason)
             return
-        self.store.commit_image(task.id)
+        self.store.commit_image(task.id, file=file, sha256=result.sha256, phash=result.phash)
 
     # --- dataset --------------------------------------------------------------------------
 
     def write_dataset(self) -> int:
-        entries = (
-            make_entry(record_id=r["id"], folder=r["folder"], url=r["url"],
-                       label_short=r["label_short"], label_long=r["label_long"],
-                       description=r["description"], material=r["material"],
-                       material_finish=r["material_finish"], source=r["source"])
-            for r in self.store.done_records()
-        )
-        count = write_json_atomic(self.cfg.dataset_path, entries)
-        self.store.set_counter("dataset_entries", count)
+        cfg = self.cfg
+        dups = find_duplicates(self.store.done_records(), cfg.images.near_duplicate_bits)
+        plan = OutputPlan(cfg.output.formats, cfg.run_dir, cfg.dataset_path, cfg.images_dir,
+                          cfg.output.shard_size, cfg.images.duplicates)
+        count = write_outputs(plan, self.store.done_records, dups)
+        for name, value in (("dataset_entries", count), ("exact_duplicates", dups.exact),
+                            ("near_duplicates", dups.near)):
+            self.store.set_counter(name, value)
         return count
 
 

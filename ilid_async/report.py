@@ -84,6 +84,9 @@ def format_summary(store: Store) -> str:
     counters = store.counters()
     if counters.get("label_input_truncated"):
         lines.append(f"label inputs truncated to fit: {counters['label_input_truncated']}")
+    if "exact_duplicates" in counters:
+        lines.append(f"duplicate images: {counters['exact_duplicates']} exact copies, "
+                     f"{counters.get('near_duplicates', 0)} near copies (images.duplicates decides)")
     hosts = store.host_stats()
     failures: dict[str, Counter] = defaultdict(Counter)
     for host, reason, n in store.failures_by_host():

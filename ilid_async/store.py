@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS records (
     updated REAL
 );
 CREATE INDEX IF NOT EXISTS records_state ON records(state);
+-- Columns added after the first release are in RECORD_COLUMNS_ADDED (older stores get them).
 CREATE INDEX IF NOT EXISTS records_image_url ON records(image_url);
 CREATE TABLE IF NOT EXISTS host_stats (
     host TEXT PRIMARY KEY,
@@ -86,6 +87,13 @@ CREATE TABLE IF NOT EXISTS host_stats (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+# Columns of records added since the first schema: ALTER TABLE adds them to an older store.
+RECORD_COLUMNS_ADDED = {
+    "image_file": "TEXT",  # the image as written, relative to the images folder
+    "image_sha256": "TEXT",  # SHA-256 of the downloaded bytes: exact duplicates
+    "image_phash": "TEXT",  # perceptual hash of the picture: near duplicates
+}
 
 # Leased state -> the pending state it returns to when a run stops mid-work.
 _LEASED = {
@@ -125,6 +133,7 @@ class ImageTask:
     host: str
     image_url: str
     folder: str
+    hashed: bool  # an image was written for it before, with its hashes
 
 
 def _not_in(column: str, values: Collection[str]) -> str:
@@ -169,6 +178,10 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(records)")}
+            for column, kind in RECORD_COLUMNS_ADDED.items():
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE records ADD COLUMN {column} {kind}")
         self._hosts_seen: dict[str, set[str]] = {}  # per table, hosts met while leasing
         self.db.execute("PRAGMA busy_timeout=10000")
         # Group commit (see group_commits): items per group, seconds a group may stay open.
@@ -381,7 +394,8 @@ class Store:
         )
         stale_image = None
         with self.transaction() as db:
-            known = db.execute("SELECT page_url, raw, folder FROM records WHERE id=?", (record_id,)).fetchone()
+            known = db.execute("SELECT page_url, raw, folder, image_file FROM records WHERE id=?",
+                               (record_id,)).fetchone()
             if known is None:
                 db.execute(
                     "INSERT INTO records(id, shop, source, page_url, image_url, image_host, sample, raw, "
@@ -395,10 +409,11 @@ class Store:
             else:
                 outcome = "record"
                 if known[1] != raw:  # the shop changed the text: label it again
-                    stale_image = known[2] and f"{known[2]}/{record_id}.png"
+                    stale_image = known[3] or (known[2] and f"{known[2]}/{record_id}.png")
                     db.execute(
                         "UPDATE records SET raw=?, label=?, data=?, state=?, stage=?, reason=?, updated=?, "
-                        "answer=NULL, labels=NULL, folder=NULL WHERE id=?", (*fields, record_id))
+                        "answer=NULL, labels=NULL, folder=NULL, image_file=NULL WHERE id=?",
+                        (*fields, record_id))
             db.execute(
                 "UPDATE pages SET state='done', reason=?, fetched_at=?, updated=? WHERE url=?",
                 (outcome, now, now, page_url),
@@ -462,21 +477,20 @@ class Store:
     # --- images ---------------------------------------------------------------------------
 
     def lease_for_images(self, limit: int, room: HostRoom = None) -> list[ImageTask]:
-        rows = self._lease("records", "id", "id, shop, image_host, image_url, folder", "image_host",
-                           ("to_image", "imaging"), limit, room)
-        return [ImageTask(*r) for r in rows]
+        rows = self._lease("records", "id", "id, shop, image_host, image_url, folder, "
+                           "image_sha256 IS NOT NULL", "image_host", ("to_image", "imaging"), limit, room)
+        return [ImageTask(*r[:5], bool(r[5])) for r in rows]
 
-    def commit_image(self, record_id: str, *, fail: str | None = None) -> None:
+    def commit_image(self, record_id: str, *, fail: str | None = None, file: str | None = None,
+                     sha256: str | None = None, phash: str | None = None) -> None:
+        """The image stage's result: ``file`` written (hashes of it, or None to keep those
+        stored), or ``fail`` with the reason."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE records SET state=?, stage=?, reason=?, updated=? WHERE id=?",
-                (
-                    "failed" if fail else "done",
-                    "images" if fail else None,
-                    fail,
-                    time.time(),
-                    record_id,
-                ),
+                "UPDATE records SET state=?, stage=?, reason=?, updated=?, image_file=COALESCE(?, image_file), "
+                "image_sha256=COALESCE(?, image_sha256), image_phash=COALESCE(?, image_phash) WHERE id=?",
+                ("failed" if fail else "done", "images" if fail else None, fail, time.time(),
+                 file, sha256, phash, record_id),
             )
 
     # --- dataset --------------------------------------------------------------------------
@@ -485,12 +499,14 @@ class Store:
         """Records with their image on disk, for the dataset file, in the order their pages were
         found in the sitemaps: the same order in every run, however the crawl interleaved."""
         cur = self.db.execute(
-            "SELECT r.id, r.image_url, r.source, r.labels, r.folder FROM records r "
+            "SELECT r.id, r.image_url, r.source, r.labels, r.folder, r.image_file, r.image_sha256, "
+            "r.image_phash FROM records r "
             "JOIN pages p ON p.url = r.page_url WHERE r.state='done' ORDER BY p.rowid, r.rowid"
         )
-        for record_id, image_url, source, labels, folder in cur:
+        for record_id, image_url, source, labels, folder, image_file, sha256, phash in cur:
             yield {"id": record_id, "url": image_url, "source": source, "folder": folder,
-                   **orjson.loads(labels)}
+                   "image_file": image_file or f"{folder}/{record_id}.png", "sha256": sha256,
+                   "phash": phash, **orjson.loads(labels)}
 
     # --- counters and status --------------------------------------------------------------
 

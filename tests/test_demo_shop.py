@@ -278,3 +278,20 @@ async def test_shop_file_matches_demo_pages(shop: DemoServer, http: aiohttp.Clie
     # A category page does not look like a product page.
     _, _, body = await _get(http, f"{shop.base_url}/c/{product.category}")
     assert lexbor.LexborHTMLParser(body.decode()).css_first(sel["product"]) is None
+
+
+async def test_prerendered_pages_are_the_pages_rendered_on_request(shop: DemoServer,
+                                                                   http: aiohttp.ClientSession):
+    urls = (await _product_urls(shop, http))[:5]
+    on_request = [await _get(http, url) for url in urls]
+    cached = await start_demo_server(n_products=len(shop.catalogue.products), prerender=True)
+    try:
+        async with aiohttp.ClientSession() as other:
+            # Same catalogue, another port: the pages differ only in their absolute URLs.
+            served = [await _get(other, url.replace(shop.base_url, cached.base_url)) for url in urls]
+    finally:
+        await cached.close()
+    assert len(cached._rendered) == len(shop.catalogue.products)
+    for (status, ctype, body), (status2, ctype2, body2) in zip(on_request, served):
+        assert status == status2 == 200 and ctype == ctype2
+        assert body2 == body.replace(shop.base_url.encode(), cached.base_url.encode())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
 import random
+import re
 import struct
 import time
 import zlib
@@ -18,9 +20,12 @@ from PIL import Image
 from ilid_async import images
 from ilid_async.errors import ItemError
 from ilid_async.images import (
+    Encoding,
     ImageError,
     ImageResult,
     fit_size,
+    hamming,
+    perceptual_hash,
     pad_edge,
     to_rgb,
     transform_image,
@@ -106,9 +111,12 @@ def test_output_is_exactly_target_rgb_png(tmp_path, size):
     assert out.size == (96, 96)
 
 
-def test_result_reports_source_and_output_size(tmp_path):
-    result = transform_image(encode(noise(30, 20)), str(tmp_path / "a.png"), 64, 48)
-    assert result == ImageResult(30, 20, 64, 48, (tmp_path / "a.png").stat().st_size)
+def test_result_reports_source_and_output_size_and_hashes(tmp_path):
+    data = encode(noise(30, 20))
+    result = transform_image(data, str(tmp_path / "a.png"), 64, 48)
+    assert result == ImageResult(30, 20, 64, 48, (tmp_path / "a.png").stat().st_size,
+                                 hashlib.sha256(data).hexdigest(), result.phash)
+    assert re.fullmatch(r"[0-9a-f]{16}", result.phash)
 
 
 def test_non_square_target(tmp_path):
@@ -481,3 +489,85 @@ def test_runs_in_a_process_pool(tmp_path):
         with pytest.raises(ImageError) as info:
             pool.submit(transform_image, b"nope", str(tmp_path / "bad.png")).result()
     assert info.value.reason == "not_an_image"
+
+
+def test_animated_webp_uses_first_frame(tmp_path):
+    frames = [Image.new("RGB", (20, 20), c) for c in (BLUE, RED, GREEN)]
+    data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100,
+                  lossless=True)
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    assert run(tmp_path, data, 20, 20).getpixel((10, 10)) == BLUE
+
+
+# --- resize quality against a full decode -----------------------------------------------------
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    import numpy as np
+
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    mse = float((diff ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+def demo_photos():
+    """Product photos of the demo shop: large JPEGs (draft decoding applies), PNGs with and
+    without alpha, small ones that are scaled up."""
+    from ilid_async.demo.catalogue import build_catalogue
+
+    images = {i for p in build_catalogue(60, seed=3).products for i in p.images if i.format != "SVG"}
+    by_kind: dict[tuple, object] = {}
+    for image in sorted(images, key=lambda i: i.name):
+        kind = (image.format, image.alpha, image.width >= 1024, image.width <= 300)
+        by_kind.setdefault(kind, image)
+    return list(by_kind.values())
+
+
+def test_resize_matches_an_antialiased_full_decode_at_40_db_or_better(tmp_path):
+    from ilid_async.demo.server import render_image
+
+    photos = demo_photos()
+    assert any(p.format == "JPEG" and p.width >= 1024 for p in photos)  # draft mode is exercised
+    for photo in photos:
+        data = render_image(photo)
+        ours = run(tmp_path, data, 512, 512).convert("RGB")
+        full = to_rgb(Image.open(io.BytesIO(data)))
+        full.load()
+        reference = pad_edge(full.resize(fit_size(*full.size, 512, 512), Image.LANCZOS), 512, 512)
+        assert psnr(ours, reference) >= 40, (photo.name, photo.width, photo.height)
+
+
+# --- encodings and hashes ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, pil_format", [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
+def test_output_encodings(tmp_path, name, pil_format):
+    data = encode(noise(120, 80))
+    out = tmp_path / f"a.{Encoding(name).ending}"
+    low = transform_image(data, str(out), 64, 64, encoding=Encoding(name, png_compress_level=1, quality=30))
+    with Image.open(out) as img:
+        assert (img.format, img.size, img.mode) == (pil_format, (64, 64), "RGB")
+    high = transform_image(data, str(out), 64, 64, encoding=Encoding(name, png_compress_level=9, quality=95))
+    if name == "png":  # the same pixels, more or less zlib effort
+        assert high.bytes_written <= low.bytes_written
+    else:  # lossy: higher quality keeps more of the noise, so the file grows
+        assert high.bytes_written > low.bytes_written
+
+
+def test_perceptual_hash_survives_reencoding_and_tells_parts_apart():
+    from ilid_async.demo.server import render_image
+
+    photos = [to_rgb(Image.open(io.BytesIO(render_image(p)))) for p in demo_photos()]
+    hashes = [perceptual_hash(p) for p in photos]
+    for photo, original in zip(photos, hashes):
+        smaller = photo.resize((photo.width // 3 + 1, photo.height // 3 + 1), Image.BILINEAR)
+        copy = Image.open(io.BytesIO(encode(smaller, "JPEG", quality=60)))
+        assert hamming(perceptual_hash(copy), original) <= 4
+    distinct = [hamming(a, b) for i, a in enumerate(hashes) for b in hashes[i + 1:]]
+    assert min(distinct) > 4
+
+
+def test_hashes_come_back_from_the_transform(tmp_path):
+    photo = noise(90, 60, seed=5)
+    first = transform_image(encode(photo), str(tmp_path / "a.png"), 64, 64)
+    again = transform_image(encode(photo, "PNG", compress_level=0), str(tmp_path / "b.png"), 64, 64)
+    assert first.sha256 != again.sha256  # other bytes
+    assert hamming(first.phash, again.phash) == 0  # the same picture

@@ -56,3 +56,80 @@ def test_a_refetched_page_updates_its_own_record_and_a_copy_elsewhere_is_a_dupli
                                     cleaned=("Hinge", ["brass"]), **common) == ("record", "hinge/r1.png")
     assert store.count_records("to_label") == 1 and store.count_records("to_image") == 0
     store.close()
+
+
+def _committed_pages(path) -> dict[str, str]:
+    """Page states as another process sees them: only what was committed."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        return dict(db.execute("SELECT url, state FROM pages"))
+    finally:
+        db.close()
+
+
+def test_group_commits_hold_items_until_the_group_is_full_or_flushed(tmp_path):
+    path = tmp_path / "state.sqlite"
+    store = Store(path)
+    store.add_pages("shop", [(f"http://a.test/p/{i}", None) for i in range(6)])
+    store.group_commits(max_items=4, max_seconds=3600)
+    leased = store.lease_pages(6)  # one item of the group
+    store.finish_page(leased[0].url, outcome="no_image")
+    store.finish_page(leased[1].url, failed="http_404")
+    # This connection sees its own work; another one sees none of it yet.
+    assert store.count_records("to_label") == 0
+    assert set(_committed_pages(path).values()) == {"pending"}
+    store.finish_page(leased[2].url, outcome="no_image")  # the fourth item: the group commits
+    assert list(_committed_pages(path).values()).count("done") == 2
+    store.finish_page(leased[3].url, outcome="no_image")
+    assert list(_committed_pages(path).values()).count("done") == 2
+    store.flush()
+    assert list(_committed_pages(path).values()).count("done") == 3
+    store.close()
+
+
+def test_a_failing_item_in_a_group_rolls_back_only_itself(tmp_path):
+    path = tmp_path / "state.sqlite"
+    store = Store(path)
+    store.add_pages("shop", [("http://a.test/p/1", None), ("http://a.test/p/2", None)])
+    store.group_commits(max_items=100, max_seconds=3600)
+    store.finish_page("http://a.test/p/1", outcome="no_image")
+    try:
+        with store.transaction() as db:
+            db.execute("UPDATE pages SET state='done' WHERE url='http://a.test/p/2'")
+            raise RuntimeError("the item's work failed half-way")
+    except RuntimeError:
+        pass
+    store.flush()
+    assert _committed_pages(path) == {"http://a.test/p/1": "done", "http://a.test/p/2": "pending"}
+    store.close()
+
+
+def test_a_killed_group_loses_its_leases_with_its_results(tmp_path):
+    """What SIGKILL does to an open group: neither the lease nor the result survives, so the
+    work is pending again (not leased and lost, not done without its result)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.sqlite"
+    store = Store(path)
+    store.add_pages("shop", [(f"http://a.test/p/{i}", None) for i in range(3)])
+    store.close()
+    child = (
+        "import os, sys\n"
+        "from ilid_async.store import Store\n"
+        f"store = Store({str(path)!r})\n"
+        "store.group_commits(max_items=100, max_seconds=3600)\n"
+        "done = store.lease_pages(1)[0].url\n"
+        "store.finish_page(done, outcome='no_image')\n"
+        "store.lease_pages(2)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", child], env={**os.environ}, capture_output=True)
+    assert proc.returncode == -9, proc.stderr
+    reopened = Store(path)
+    assert reopened.release_leases() == 0
+    assert {t.url for t in reopened.lease_pages(10)} == {f"http://a.test/p/{i}" for i in range(3)}
+    reopened.close()
