@@ -74,8 +74,13 @@ def _present(value: Any) -> bool:
     return value is not None and value != ""
 
 
+def _hashable(value: Any) -> Any:
+    # A hand-edited file may hold lists or objects where strings belong; count them, not crash.
+    return value if isinstance(value, (str, int, float, bool)) else repr(value)
+
+
 def compute_stats(entries: Sequence[dict[str, Any]], top: int = TOP_WORDS) -> DatasetStats:
-    unique = {f: len({e[f] for e in entries if _present(e.get(f))}) for f in UNIQUE_FIELDS}
+    unique = {f: len({_hashable(e[f]) for e in entries if _present(e.get(f))}) for f in UNIQUE_FIELDS}
     missing = {f: sum(1 for e in entries if not _present(e.get(f))) for f in UNIQUE_FIELDS}
     folders = {folder for e in entries if (folder := folder_of(e)) is not None}
     sources = Counter(str(e.get("source") or "") for e in entries)
