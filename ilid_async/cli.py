@@ -1,14 +1,16 @@
-"""The commands: run, status, download."""
+"""The commands: run, status, download, stats, shop check."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
+from pathlib import Path
 
-from .config import STAGES, HttpSettings, load_config
-from .errors import UserError
+from .config import STAGES, HttpSettings, load_config, load_shop
+from .errors import ItemError, UserError
 
 
 def _stages(value: str) -> list[str]:
@@ -54,6 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="requests in flight to one host (default %(default)s)")
     dl.add_argument("--allow-loopback", action="store_true",
                     help="allow image URLs on 127.0.0.0/8 (local test shops)")
+
+    stats = sub.add_parser("stats", help="dataset numbers, word-frequency charts and an HTML report")
+    stats.add_argument("source", help="config.toml (its run's dataset) or a dataset JSON file")
+    stats.add_argument("--out", help="report folder (default: report/ beside the dataset file)")
+    stats.add_argument("--images", help="images folder (default: images/ beside the dataset file)")
+    stats.add_argument("--sample", type=int, default=24, help="images in the report's sample grid "
+                                                              "(default %(default)s)")
+
+    shop = sub.add_parser("shop", help="tools for writing shop files")
+    shop_sub = shop.add_subparsers(dest="shop_command", required=True)
+    check = shop_sub.add_parser(
+        "check", help="what a shop file finds on one page (exit 0: a record that passes the "
+                      "pre-filter; 1: no record; 2: user error)")
+    check.add_argument("shop", help="shops/NAME.toml")
+    check.add_argument("page", help="page URL (fetched like the crawl does) or a saved HTML file")
+    check.add_argument("--url", help="for a saved file: the page's URL, for resolving relative links "
+                                     "(default: the file's file:// URL)")
+    check.add_argument("--config", help="take the [http] settings from this config.toml "
+                                        "(default: the built-in defaults)")
+    check.add_argument("--allow-loopback", action="store_true",
+                       help="allow page URLs on 127.0.0.0/8 (local test shops)")
     return parser
 
 
@@ -107,6 +130,70 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from .dataset import read_dataset
+    from .report_html import write_report
+    from .stats import compute_stats, format_stats
+
+    source = Path(args.source)
+    if source.suffix == ".toml":
+        cfg = load_config(source)
+        dataset, images = cfg.dataset_path, cfg.images_dir
+    else:
+        dataset, images = source, source.parent / "images"
+    images = Path(args.images) if args.images else images
+    out = Path(args.out) if args.out else dataset.parent / "report"
+    try:
+        entries = read_dataset(dataset)
+    except FileNotFoundError:
+        raise UserError(f"{dataset}: dataset file not found") from None
+    except ValueError as e:  # read_dataset's message names the file
+        raise UserError(str(e)) from None
+    except OSError as e:
+        raise UserError(f"{dataset}: cannot read dataset file ({e.strerror})") from None
+    stats = compute_stats(entries)
+    print(f"dataset: {dataset}")
+    print(format_stats(stats))
+    try:
+        index = write_report(out, stats, entries, dataset_path=dataset, images_dir=images, sample=args.sample)
+    except OSError as e:
+        raise UserError(f"{out}: cannot write the report ({e.strerror})") from None
+    print(f"\nreport: {index}")
+    return 0
+
+
+def _shop_check(args: argparse.Namespace) -> int:
+    from .shop_check import check_page, fetch_page, format_check
+
+    shop = load_shop(Path(args.shop))
+    charset = None
+    if args.page.startswith(("http://", "https://")):
+        if args.url:
+            raise UserError("--url is for saved pages; give the page URL alone")
+        settings = load_config(args.config).http if args.config else HttpSettings()
+        if args.allow_loopback:
+            settings = dataclasses.replace(settings, allow_loopback=True)
+        try:
+            page_url, body, charset = run_event_loop(fetch_page(shop, args.page, settings))
+        except ItemError as e:
+            if e.reason == "address_refused":
+                raise UserError(f"{args.page}: {e.detail}; --allow-loopback allows 127.0.0.0/8, "
+                                "http.allow_private in a --config file private networks") from None
+            print(f"page: {args.page}\n\nno record: the page cannot be fetched ({e.reason}), "
+                  "the crawl would record it as failed")
+            return 1
+    else:
+        path = Path(args.page)
+        try:
+            body = path.read_bytes()
+        except OSError as e:
+            raise UserError(f"{path}: cannot read saved page ({e.strerror})") from None
+        page_url = args.url or path.resolve().as_uri()
+    check = check_page(shop, body, page_url, charset)
+    print(format_check(check))
+    return 0 if check.yields_record else 1
+
+
 def run_event_loop(coro):
     try:
         import uvloop
@@ -119,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"run": _run, "status": _status, "download": _download}
+    handlers = {"run": _run, "status": _status, "download": _download, "stats": _stats,
+                "shop": _shop_check}
     try:
         return handlers[args.command](args)
     except UserError as e:
