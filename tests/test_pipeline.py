@@ -11,7 +11,7 @@ import orjson
 from PIL import Image
 
 from conftest import run_cli, write_config
-from shop import SHOP_TOML, Product
+from shop import SHOP_TOML, Product, ShopServer, TestShop, default_products
 from ilid_async.dataset import DATASET_KEYS, stable_id
 from ilid_async.store import sample_of
 
@@ -184,3 +184,42 @@ def test_robots_txt_is_obeyed_unless_the_shop_says_not(shop_server, tmp_path, ob
         assert fetched == [] and refused == len(shop_server.shop.products)
     else:
         assert len(fetched) == len(shop_server.shop.products) and refused == 0
+
+
+def test_jpeg_images_duplicates_dropped_and_every_output_format(tmp_path):
+    # The test shop draws one picture per image size: a second hinge page with its own image
+    # URL but the hinge's size serves the very same bytes, an exact duplicate.
+    # Same text as well, so that greedy labelling treats both alike.
+    hinge = default_products()[0]
+    copy = Product("hinge-copy", hinge.name, hinge.text, ["/img/hinge-copy.jpg"], hinge.size)
+    server = ShopServer(TestShop(products=default_products() + [copy])).start()
+    try:
+        config = write_config(tmp_path, server.shop_toml(),
+                              images='format = "jpeg"\nquality = 80\nduplicates = "group"',
+                              output='formats = ["ilid", "webdataset", "jsonl"]\nshard_size = 2')
+        grouped = run_cli("run", str(config))
+    finally:
+        server.stop()
+    assert grouped.returncode == 0, grouped.stderr
+    entries = load_dataset(tmp_path)
+    assert entries and all(e["image"].endswith(".jpg") for e in entries)
+    for e in entries:
+        with Image.open(tmp_path / "run" / "images" / e["image"]) as img:
+            assert (img.format, img.size) == ("JPEG", (512, 512))
+    rows = [orjson.loads(line) for line in (tmp_path / "run" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [e["id"] for e in entries]
+    by_url = {r["url"].rsplit("/", 1)[1]: r for r in rows}
+    assert by_url["hinge-copy.jpg"]["duplicate_of"] == by_url["hinge-1.jpg"]["id"]
+    assert by_url["hinge-copy.jpg"]["image_sha256"] == by_url["hinge-1.jpg"]["image_sha256"]
+    heads = [r for r in rows if r["duplicate_of"] is None]
+    groups = len(rows) - len(heads)
+    assert "duplicate images: " in grouped.stdout and "exact copies" in grouped.stdout
+    shards = sorted((tmp_path / "run" / "webdataset").glob("*.tar"))
+    assert len(shards) == (len(entries) + 1) // 2
+
+    config.write_text(config.read_text().replace('duplicates = "group"', 'duplicates = "drop"'))
+    dropped = run_cli("run", str(config), "--stages", "dataset")
+    assert dropped.returncode == 0, dropped.stderr
+    assert [e["id"] for e in load_dataset(tmp_path)] == [h["id"] for h in heads]
+    assert len(load_dataset(tmp_path)) == len(entries) - groups
+    assert len(list((tmp_path / "run" / "webdataset").glob("*.tar"))) == (len(heads) + 1) // 2
