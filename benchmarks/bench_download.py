@@ -29,7 +29,7 @@ from ilid_async.download import download_dataset
 from ilid_async.images import fit_size, pad_edge, to_rgb
 
 
-def baseline_download(entries: list[dict], folder: Path, size: int = 512) -> int:
+def baseline_download(entries: list[dict], folder: Path, size: int = 512, compress_level: int = 6) -> int:
     """One image at a time, as the original sequential downloader did."""
     done = 0
     for entry in entries:
@@ -41,7 +41,7 @@ def baseline_download(entries: list[dict], folder: Path, size: int = 512) -> int
         img = img.resize(fit_size(*img.size, size, size), Image.BOX)
         target = folder / entry["image"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        pad_edge(img, size, size).save(target, "PNG")
+        pad_edge(img, size, size).save(target, "PNG", compress_level=compress_level)
         done += 1
     return done
 

@@ -53,6 +53,7 @@ async def download_dataset(
     http_settings: HttpSettings | None = None,
     workers: int = 0,
     max_pixels: int = 50_000_000,
+    encoding: Encoding | None = None,
 ) -> DownloadReport:
     try:
         entries = read_dataset(dataset_file)
@@ -79,7 +80,7 @@ async def download_dataset(
         async with slots:
             try:
                 await download_image(http, pool, str(entry.get("url", "")), target, width=width,
-                                     height=height, max_pixels=max_pixels,
+                                     height=height, max_pixels=max_pixels, encoding=encoding,
                                      max_bytes=settings.max_image_bytes)
             except (ItemError, ImageError) as e:
                 report.fail(e.reason)
