@@ -182,13 +182,14 @@ class HttpClient:
         return self._hosts[host]
 
     def take_stats(self) -> list[tuple]:
-        """Rows for Store.add_host_stats; counting restarts so rows are deltas."""
-        rows = [
-            (h, s.requests, s.retries, s.by_class["2xx"], s.by_class["3xx"], s.by_class["4xx"],
-             s.by_class["5xx"], s.status_429, s.errors, s.bytes, s.latency_total)
-            for h, s in self.stats.items()
-        ]
-        self.stats.clear()
+        """Rows for Store.add_host_stats; counting restarts so rows are deltas. The counters are
+        zeroed in place, not replaced: requests in flight hold them and count into them later."""
+        rows = []
+        for h, s in self.stats.items():
+            rows.append((h, s.requests, s.retries, s.by_class["2xx"], s.by_class["3xx"],
+                         s.by_class["4xx"], s.by_class["5xx"], s.status_429, s.errors, s.bytes,
+                         s.latency_total))
+            s.__init__()  # the dataclass defaults: every counter back to zero
         return rows
 
     # --- address guard --------------------------------------------------------------------

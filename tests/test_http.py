@@ -63,6 +63,9 @@ async def faulty_server():
             return web.Response(body=b"x" * 200_000)
         if path == "/private/page":
             return web.Response(text="secret")
+        if path == "/slow":  # holds the request open a moment: the client waits mid-request
+            await asyncio.sleep(0.3)
+            return web.Response(text="slow")
         raise web.HTTPNotFound()
 
     app = web.Application()
@@ -120,3 +123,18 @@ async def test_retry_after_pauses_the_whole_host(faulty_server):
     later = [t for t, p in arrivals if p != "/limited"]
     # No request to that host arrived during the second the server asked for.
     assert later and all(t - told >= 0.95 for t in later)
+
+
+async def test_stats_taken_while_a_request_waits_lose_nothing(faulty_server):
+    base, hits, arrivals = faulty_server
+    async with HttpClient(HttpSettings(allow_loopback=True, per_host_rate=0)) as http:
+        waiting = asyncio.ensure_future(http.get(f"{base}/slow", max_bytes=1000))
+        while "/slow" not in hits:  # the server has it: the client is waiting for the answer
+            await asyncio.sleep(0.01)
+        first = http.take_stats()
+        assert (await waiting).body == b"slow"
+        second = http.take_stats()
+    rows = [row for row in first + second if row[0] == "127.0.0.1"]
+    # The request and its 200 are counted once each, whichever delta they fell into.
+    assert sum(r[1] for r in rows) == 1 and sum(r[3] for r in rows) == 1
+    assert sum(r[9] for r in rows) == len(b"slow")
