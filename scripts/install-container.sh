@@ -117,7 +117,8 @@ cmd_runtime_packages() {
     "$python" -c 'import sys; print("python%d.%d" % sys.version_info[:2])'
   fi
   local paths
-  paths=$(find "$venv" -name '*.so*' -type f -print0 | xargs -0 -r ldd 2>/dev/null \
+  # ldd fails on files that are not shared objects (some wheels ship such *.so* names)
+  paths=$(find "$venv" -name '*.so*' -type f -print0 | { xargs -0 -r ldd 2>/dev/null || true; } \
     | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u | while read -r lib; do
       # merged /usr: dpkg may know a file under /lib by its /usr/lib name, or the other way round
       for p in "$lib" "$(readlink -f "$lib")"; do echo "$p"; echo "${p#/usr}"; echo "/usr$p"; done

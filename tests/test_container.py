@@ -155,6 +155,8 @@ def test_compose_builds_the_dockerfile_targets_with_gpus():
 
 def test_readme_documents_the_container():
     readme = (REPO / "README.md").read_text()
-    assert "docker run --gpus all" in readme and "-v" in readme and "run /data/config.toml" in readme
+    run = re.search(r"^docker run [^\n]*--gpus all[^\n]*-v \S+:/data [^\n]*ilid-async:cuda run /data/config.toml$",
+                    readme.replace("\\\n", ""), re.M)
+    assert run, "README lacks the docker run command with --gpus all and the /data volume"
     assert "--target cpu" in readme and "--target cuda" in readme
     assert "CUDA_ARCHITECTURES" in readme and "pillow-simd" in readme
