@@ -39,8 +39,8 @@ class StageProgress:
     @property
     def eta(self) -> float | None:
         left = self.total - self.done
-        if left <= 0:
-            return 0.0
+        if left <= 0:  # nothing known yet is not "done in no time"
+            return 0.0 if self.total or self.finished else None
         return left / self.rate if self.rate else None
 
     def line(self) -> str:

@@ -142,3 +142,10 @@ def test_negative_interval_is_a_user_error(tmp_path):
     config = write_config(tmp_path, "source = 'x'\nsitemap_urls = ['http://127.0.0.1:9/s.xml']\n")
     result = run_cli("run", str(config), "--progress-interval", "-1")
     assert result.returncode == 2 and "--progress-interval" in result.stderr
+
+
+def test_no_known_work_has_no_eta(tmp_path):
+    store = Store(tmp_path / "state.sqlite")
+    progress = Progress(store, [("pages", lambda: False)], stream=io.StringIO())
+    assert "pages: 0/0 done, -, ETA ?, failed 0" in progress.plain_lines()[0]
+    store.close()
