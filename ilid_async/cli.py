@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fetch every page again (by default a new run after a finished crawl fetches "
                           "only new pages and pages whose sitemap lastmod is newer than our copy)")
 
+    run.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                     help="seconds between progress lines when stderr is not a terminal (a terminal "
+                          "gets a live display); 0 = no progress (default %(default)s)")
+
     status = sub.add_parser("status", help="per-stage and per-host counts of a run (also while it runs)")
     status.add_argument("config", help="config.toml")
 
@@ -85,7 +89,10 @@ def _run(args: argparse.Namespace) -> int:
     from .report import format_summary
 
     cfg = load_config(args.config)
-    pipeline = Pipeline(cfg, args.stages, replace_images=args.replace_images, recrawl=args.recrawl)
+    if args.progress_interval < 0:
+        raise UserError("--progress-interval must be 0 or more")
+    pipeline = Pipeline(cfg, args.stages, replace_images=args.replace_images, recrawl=args.recrawl,
+                        progress_interval=args.progress_interval)
     try:
         run_event_loop(pipeline.run())
         print(format_summary(pipeline.store))

@@ -290,14 +290,13 @@ class Pipeline:
             self.store.flush_if_due()
 
     async def _report_progress(self) -> None:
-        """A plain progress line to stderr now and then (a live display is for later)."""
-        started = time.monotonic()
-        while True:
-            await asyncio.sleep(self.progress_interval)
-            self.store.add_host_stats(self.http.take_stats())
-            counts = self.store.pending_counts()
-            print(f"[{time.monotonic() - started:6.0f}s] " +
-                  ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr, flush=True)
+        """One line per stage on stderr (progress.py); host stats go to the store meanwhile,
+        so that `status` shows them during the run."""
+        from .progress import Progress
+
+        progress = Progress(self.store, [(s.name, s.finished.is_set) for s in self.stages_running],
+                            interval=self.progress_interval)
+        await progress.run(lambda: self.store.add_host_stats(self.http.take_stats()))
 
     # --- crawl ----------------------------------------------------------------------------
 

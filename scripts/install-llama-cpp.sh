@@ -18,7 +18,9 @@ case "$(uname -m)" in
   x86_64) DEFAULT_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" ;;
   *) DEFAULT_ARGS="-DGGML_NATIVE=OFF" ;;
 esac
-ARGS=${ILID_LLAMA_CMAKE_ARGS:-$DEFAULT_ARGS}
+# ILID_LLAMA_EXTRA_CMAKE_ARGS adds to the CPU flags (the container's CUDA build); unset, the
+# arguments and so the wheelhouse key are unchanged.
+ARGS=${ILID_LLAMA_CMAKE_ARGS:-$DEFAULT_ARGS${ILID_LLAMA_EXTRA_CMAKE_ARGS:+ $ILID_LLAMA_EXTRA_CMAKE_ARGS}}
 KEY=$(printf '%s|%s|%s' "$VERSION" "$ARGS" "$("$PYTHON" -c 'import sys; print(sys.version_info[:2])')" | sha256sum | cut -c1-16)
 WHEELHOUSE=${ILID_WHEELHOUSE:-$HOME/.cache/ilid-async/wheels}/$KEY
 if ! ls "$WHEELHOUSE"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
