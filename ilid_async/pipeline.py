@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
