@@ -158,6 +158,8 @@ class LabelEngine:
             self._free()
 
     def _serve(self) -> None:
+        import llama_cpp
+
         free = list(range(self.llm.n_parallel, 0, -1))  # sequence ids; pop() takes 1 first
         active: list[_Seq] = []
         stopping = False
@@ -191,6 +193,8 @@ class LabelEngine:
                         for seq in active]
             for seq, result in done:
                 active.remove(seq)
+                # An idle sequence is empty: generation steps pad with rows at its position 0.
+                llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
                 free.append(seq.seq_id)
                 self._finish(seq.job, result)
 
