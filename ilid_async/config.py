@@ -82,10 +82,13 @@ class HttpSettings:
 class LlmSettings:
     model: str = ""  # GGUF file; empty = the small demo model (a warning is printed)
     prompt: str = "prompts/default.toml"
-    n_ctx: int = 2048
+    n_ctx: int = 2048  # tokens one record may use (prompt + answer); each sequence has its own
+    n_parallel: int = 8  # records labelled at once (llama.cpp sequences); more suits a GPU
     n_gpu_layers: int = 0  # -1 = offload every layer
     n_threads: int = 0  # 0 = llama.cpp's choice
-    n_batch: int = 512
+    n_batch: int = 512  # most tokens per llama_decode, summed over the records in flight
+    flash_attn: str = "off"  # off, on or auto (llama.cpp's flash attention; on suits a GPU, but
+    # on a CPU it makes a record's labels depend on the records decoded beside it)
     temperature: float = 0.0  # 0 = greedy, reproducible
     top_p: float = 1.0
     seed: int = 1234
@@ -400,6 +403,9 @@ def load_config(path: str | Path) -> Config:
         _require(importlib.util.find_spec("pyarrow") is not None, f, "output.formats",
                  "parquet needs pyarrow (pip install 'ilid-async[parquet]')")
     _require(cfg.llm.n_ctx >= 256, f, "llm.n_ctx", "must be at least 256")
+    _require(cfg.llm.n_parallel >= 1, f, "llm.n_parallel", "must be at least 1")
+    _require(cfg.llm.n_batch >= 1, f, "llm.n_batch", "must be at least 1")
+    _require(cfg.llm.flash_attn in ("auto", "on", "off"), f, "llm.flash_attn", "one of auto, on, off")
     if cfg.llm.model:
         model = base / cfg.llm.model
         _require(model.is_file(), f, "llm.model", f"model file not found: {model}")

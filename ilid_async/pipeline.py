@@ -258,9 +258,10 @@ class Pipeline:
 
             self.engine = LabelEngine(cfg.llm, cfg.prompt)
             await self.engine.start()
-            # A few records queued ahead keep the model thread busy while results commit.
+            # Twice the engine's sequences: records queued ahead keep every sequence busy while
+            # results commit.
             chain.append(Stage("label", lambda n: self.store.lease_for_labelling(n, cfg.llm.debug_fraction),
-                               self._label_record, 4, upstream=chain[-1:]))
+                               self._label_record, 2 * cfg.llm.n_parallel, upstream=chain[-1:]))
         if "images" in self.stages:
             self.pool = image_pool(cfg.images.workers)
             chain.append(Stage("images", self.store.lease_for_images, self._fetch_image,

@@ -11,6 +11,7 @@ from conftest import DEFAULT_PROMPT
 from ilid_async.config import LABEL_FIELDS, LlmSettings, load_prompt
 from ilid_async.label.engine import LabelEngine
 from ilid_async.label.prompt import clean_value, field_prefix, render_chat, render_user
+from ilid_async.label.quality import label_quality, quality_issues
 
 # The async tests share one event loop so they can share one loaded model.
 shared_loop = pytest.mark.asyncio(loop_scope="module")
@@ -21,7 +22,7 @@ HINGE = ("Hinge zinc die-cast", ["Hinge for aluminium profiles.", "Material", "z
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def engine():
-    eng = LabelEngine(LlmSettings(n_ctx=1024), load_prompt(DEFAULT_PROMPT))
+    eng = LabelEngine(LlmSettings(n_ctx=1024, n_parallel=4), load_prompt(DEFAULT_PROMPT))
     await eng.start()
     yield eng
     await eng.close()
@@ -103,3 +104,83 @@ async def test_answer_does_not_depend_on_what_came_before(engine):
     forward = [(await engine.label(*r)).fields for r in records]
     backward = [(await engine.label(*r)).fields for r in reversed(records)]
     assert forward == backward[::-1]
+
+
+# Short records of the demo shop's kinds: varied enough that a batch holds different prompts.
+PARTS = [(f"{kind} {extra}", [f"{kind} for machines and doors.", "Material", material, "Finish", finish])
+         for kind, extra, material, finish in [
+             ("Hinge", "heavy", "zinc die-cast", "black"), ("Castor", "swivel", "polyamide", "grey"),
+             ("Star knob", "", "thermoplastic", "matt"), ("Draw latch", "", "stainless steel", "bright"),
+             ("Gas spring", "lockable", "steel", "black"), ("Cable gland", "", "brass", "nickel-plated"),
+             ("Tubular handle", "", "aluminium", "anodised"), ("Levelling foot", "", "steel", "zinc-plated")]]
+
+
+@shared_loop
+async def test_batched_labels_equal_one_at_a_time(engine):
+    """A record's labels do not depend on the records decoded beside it: prompts are decoded
+    with their record alone and generation steps always have the same shape. The crash test
+    relies on this (a resumed run batches other neighbours)."""
+    alone = [(await engine.label(*r)).fields for r in PARTS]
+    together = await asyncio.gather(*(engine.label(*r) for r in PARTS))
+    shuffled = PARTS[3:] + PARTS[:3]
+    other = await asyncio.gather(*(engine.label(*r) for r in shuffled))
+    assert [r.fields for r in together] == alone
+    assert [r.fields for r in other] == alone[3:] + alone[:3]
+
+
+@shared_loop
+async def test_each_sequence_has_its_own_context(engine):
+    assert engine.n_ctx_seq == 1024  # llm.n_ctx is per record, whatever llm.n_parallel is
+    assert engine.stats["decodes"] > 0
+
+
+@shared_loop
+async def test_close_without_drain_abandons_in_flight_and_queued():
+    eng = LabelEngine(LlmSettings(n_ctx=1024, n_parallel=2), load_prompt(DEFAULT_PROMPT))
+    await eng.start()
+    futures = [asyncio.ensure_future(eng.label(*r)) for r in PARTS]
+    while eng.stats["records"] < 2:  # both sequences busy, the rest queued
+        await asyncio.sleep(0.01)
+    await eng.close(drain=False)
+    await asyncio.wait(futures)
+    cancelled = [f for f in futures if f.cancelled()]
+    assert len(cancelled) >= len(PARTS) - 2  # at least every queued record was dropped
+    assert all(f.result().fields is not None for f in futures if not f.cancelled())
+
+
+@shared_loop
+async def test_sampling_is_seeded_per_record():
+    """temperature > 0: the draw depends on the record and llm.seed, not on its neighbours."""
+    eng = LabelEngine(LlmSettings(n_ctx=1024, n_parallel=2, temperature=0.8, top_p=0.9),
+                      load_prompt(DEFAULT_PROMPT))
+    await eng.start()
+    try:
+        first = await asyncio.gather(eng.label(*PARTS[0]), eng.label(*PARTS[1]))
+        second = await asyncio.gather(eng.label(*PARTS[0]), eng.label(*PARTS[2]))
+        assert first[0].fields == second[0].fields and first[0].fields is not None
+    finally:
+        await eng.close()
+
+
+@pytest.mark.parametrize("fields, issues", [
+    ({"label_short": "Hinge", "description": "A hinge.", "material": "zinc"}, []),
+    ({"label_short": "Heavy duty black zinc hinge"}, ["label_short_over_4_words"]),
+    ({"label_short": "Hinge", "description": " ".join(["word"] * 31)}, ["description_over_30_words"]),
+    ({"label_short": "Hinge", "description": " ".join(["word"] * 30)}, []),
+    ({"label_short": "Hinge", "material": "steel 1.4301"}, ["with_digits"]),
+    ({"label_short": None, "description": None}, []),
+])
+def test_quality_issues(fields, issues):
+    assert quality_issues(fields) == issues
+
+
+def test_label_quality_counts_records_and_fields_with_digits():
+    counts = label_quality([
+        {"label_short": "M8 hinge", "label_long": "Hinge M8", "description": "ok"},
+        {"label_short": "Knob", "label_long": "Star knob", "description": None},
+        {"label_short": "one two three four five", "label_long": "x", "description": "6 mm"},
+    ])
+    assert counts["records"] == 3
+    assert counts["with_digits"] == 2
+    assert counts["label_short_over_4_words"] == 1
+    assert counts["digits_label_short"] == 1 and counts["digits_description"] == 1

@@ -1,22 +1,33 @@
-"""The llama.cpp labelling engine: one thread owns the model and its context.
+"""The llama.cpp labelling engine: one thread owns the model, one context and many sequences.
 
 llama.cpp contexts are not thread-safe, so a single thread does all model work; the event loop
 hands it records through a queue and gets results back as futures. ctypes releases the GIL
 while llama.cpp decodes, so the crawl and the image stage keep running meanwhile.
+
+Continuous batching: up to ``llm.n_parallel`` records are in flight, each in its own llama.cpp
+sequence, and every ``llama_decode`` carries the next tokens of all of them (one generated token
+each, plus prompt tokens of newly admitted records). A record that finishes frees its sequence
+for the next queued record at once. The prompt part that every record shares is decoded once,
+into sequence 0, and copied into a record's sequence when the record starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import hashlib
 import logging
 import queue
 import sys
 import threading
 from dataclasses import dataclass, field
 
-from ..config import LABEL_FIELDS, LlmSettings, PromptConfig
+import numpy as np
+
+from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
 from .prompt import VALUE_STOPS, clean_value, field_prefix, render_chat, render_user
+from .quality import QUALITY_KEYS, quality_issues
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +38,8 @@ DEMO_MODEL_WARNING = (
 )
 # Gemma's turn format: used when neither the model nor the prompt file gives a chat format.
 DEFAULT_TEMPLATE = "<start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n"
+PREFIX_SEQ = 0  # the sequence that holds the shared prompt prefix; records use 1..n_parallel
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
 @dataclass
@@ -44,6 +57,23 @@ class _Job:
     loop: asyncio.AbstractEventLoop
 
 
+@dataclass
+class _Seq:
+    """One record in flight: its text so far and what its llama.cpp sequence holds."""
+
+    job: _Job
+    seq_id: int
+    text: str  # prompt, forced keys and values written so far
+    truncated: bool
+    rng: np.random.Generator | None  # sampling only; seeded by the record, not by its neighbours
+    cached: list[int] = field(default_factory=list)  # the tokens in the sequence, position = index
+    pending: list[int] = field(default_factory=list)  # tokens to decode next
+    field_index: int = 0
+    generated: int = 0  # tokens of the current value
+    value: bytes = b""
+    fields: dict[str, str | None] = field(default_factory=dict)
+
+
 def resolve_model_path(llm: LlmSettings) -> str:
     if llm.model:
         return llm.model
@@ -56,6 +86,12 @@ def resolve_model_path(llm: LlmSettings) -> str:
     return str(assemble())
 
 
+def record_seed(seed: int, label: str, data: list[str]) -> int:
+    """A sampling seed that depends only on the record: a resumed run samples the same."""
+    digest = hashlib.blake2b("\x1f".join([label, *data]).encode(), digest_size=8).digest()
+    return seed ^ int.from_bytes(digest, "little")
+
+
 class LabelEngine:
     def __init__(self, llm: LlmSettings, prompt: PromptConfig):
         self.llm = llm
@@ -63,9 +99,13 @@ class LabelEngine:
         self.model_path = resolve_model_path(llm)
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._abandon = threading.Event()
         self._model = None
+        self._ctx = None
+        self._batch = None
         self.template = ""
-        self.stats = {"records": 0, "truncated": 0, "failed": 0, "tokens": 0}
+        self.stats = {"records": 0, "truncated": 0, "failed": 0, "tokens": 0, "decodes": 0,
+                      **{key: 0 for key in QUALITY_KEYS}}
 
     # --- lifecycle (event loop side) ------------------------------------------------------
 
@@ -77,17 +117,21 @@ class LabelEngine:
         await ready
 
     async def close(self, drain: bool = True) -> None:
-        """Stop the thread: after the records already queued, or (drain=False) after the one
-        being labelled now, dropping the rest (their records are still leased in the store and
-        return to pending at the next start)."""
+        """Stop the thread: after the records already queued, or (drain=False) at the next
+        decode step, abandoning the records in flight and dropping the queued ones. Their
+        futures are cancelled; their records are still leased in the store and return to
+        pending at the next start."""
         if self._thread is None:
             return
         if not drain:
+            self._abandon.set()
             while True:
                 try:
-                    self._jobs.get_nowait()
+                    job = self._jobs.get_nowait()
                 except queue.Empty:
                     break
+                if job is not None:
+                    job.future.cancel()
         self._jobs.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._thread = None
@@ -104,35 +148,109 @@ class LabelEngine:
         try:
             self._load()
         except BaseException as e:  # noqa: BLE001 - handed to the event loop as the start error
+            self._free()
             loop.call_soon_threadsafe(_set_exception, ready, e)
             return
         loop.call_soon_threadsafe(_set_result, ready, None)
-        while (job := self._jobs.get()) is not None:
+        try:
+            self._serve()
+        finally:
+            self._free()
+
+    def _serve(self) -> None:
+        import llama_cpp
+
+        free = list(range(self.llm.n_parallel, 0, -1))  # sequence ids; pop() takes 1 first
+        active: list[_Seq] = []
+        stopping = False
+        while True:
+            # Admit queued records while sequences are free; wait only when nothing runs.
+            while free and not stopping:
+                try:
+                    job = self._jobs.get(block=not active)
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                seq = self._admit(job, free[-1])
+                if seq is not None:
+                    free.pop()
+                    active.append(seq)
+            if self._abandon.is_set():
+                for seq in active:
+                    seq.job.loop.call_soon_threadsafe(seq.job.future.cancel)
+                return
+            if not active:
+                if stopping:
+                    return
+                continue
             try:
-                result = self._label_one(job.label, job.data)
-            except Exception as e:  # noqa: BLE001 - one record's failure never stops the queue
+                done = self._step(active)
+            except Exception as e:  # noqa: BLE001 - a failed decode fails its records, not the queue
                 log.warning("labelling failed: %s", e)
-                result = LabelResult(None, f"engine_error: {type(e).__name__}")
-            job.loop.call_soon_threadsafe(_set_result, job.future, result)
+                done = [(seq, LabelResult(None, f"engine_error: {type(e).__name__}", seq.truncated))
+                        for seq in active]
+            for seq, result in done:
+                active.remove(seq)
+                # An idle sequence is empty: generation steps pad with rows at its position 0.
+                llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+                free.append(seq.seq_id)
+                self._finish(seq.job, result)
+
+    def _finish(self, job: _Job, result: LabelResult) -> None:
+        if result.fields is None:
+            self.stats["failed"] += 1
+        else:
+            for key in quality_issues(result.fields):
+                self.stats[key] += 1
+        job.loop.call_soon_threadsafe(_set_result, job.future, result)
 
     def _load(self) -> None:
-        from llama_cpp import Llama
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         llm = self.llm
+        from llama_cpp._logger import set_verbose
+
+        set_verbose(False)  # llama.cpp's load log is noise in a run's output; errors still show
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = llm.n_gpu_layers if llm.n_gpu_layers >= 0 else 0x7FFFFFFF
+        # No repacked CPU weights: their kernels take rows in fours and the rest one by one, so a
+        # token's result would depend on how many records share its decode.
+        model_params.use_extra_bufts = False
         try:
-            self._model = Llama(
-                model_path=self.model_path,
-                n_ctx=llm.n_ctx,
-                n_gpu_layers=llm.n_gpu_layers,
-                n_threads=llm.n_threads or None,
-                n_batch=llm.n_batch,
-                seed=llm.seed,
-                verbose=False,
-            )
+            self._model = LlamaModel(path_model=self.model_path, params=model_params, verbose=False)
         except ValueError as e:
             raise UserError(f"llm.model: cannot load {self.model_path} ({e})") from None
-        model_template = self._model.metadata.get("tokenizer.chat_template")
+        self._vocab = self._model.vocab
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+
+        params = llama_cpp.llama_context_default_params()
+        n_seq = llm.n_parallel + 1  # + the shared prefix
+        # One KV stream per sequence (kv_unified off): llama.cpp splits n_ctx evenly between the
+        # sequences, so llm.n_ctx is what one record may use. A record's cache then holds only
+        # its own cells, laid out the same whichever records run beside it.
+        params.n_ctx = llm.n_ctx * n_seq
+        params.n_seq_max = n_seq
+        params.kv_unified = False
+        params.swa_full = True  # Gemma 3's sliding-window cache must keep every cell to be edited
+        params.n_batch = params.n_ubatch = llm.n_batch
+        params.n_threads = params.n_threads_batch = llm.n_threads or params.n_threads
+        params.flash_attn_type = FLASH_ATTN[llm.flash_attn]
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model.model, params)
+        if self._ctx is None:
+            raise UserError(f"llm: cannot create a llama.cpp context for {n_seq} sequences of "
+                            f"{llm.n_ctx} tokens (llm.n_ctx, llm.n_parallel): out of memory?")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self.n_ctx_seq = llama_cpp.llama_n_ctx_seq(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
+        self._piece = ctypes.create_string_buffer(256)
+
+        model_template = self._model.metadata().get("tokenizer.chat_template")
         if model_template:
             # Render the model's own template once with placeholders, then fill by replace.
             formatter = Jinja2ChatFormatter(model_template, eos_token="", bos_token="")
@@ -142,74 +260,229 @@ class LabelEngine:
             ).prompt
         else:
             self.template = self.prompt.template or DEFAULT_TEMPLATE
-        self._find_shared_prefix()
+        self._decode_prefix()
 
-    def _find_shared_prefix(self) -> None:
-        """The tokens of the prompt that every record shares.
+    def _free(self) -> None:
+        import llama_cpp
 
-        Every record starts from a cache holding exactly these, evaluated alone, so its answer
-        does not depend on which records came before it (llama.cpp's results can differ in the
-        last bits with the batch a token was computed in and where it sits in the cache), and a
-        resumed run labels a record as an uninterrupted one does.
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    def _tokenize(self, text: str) -> list[int]:
+        return self._model.tokenize(text.encode(), add_bos=True, special=True)
+
+    def _decode_prefix(self) -> None:
+        """The tokens of the prompt that every record shares, decoded once into sequence 0.
+
+        Every record starts from a copy of exactly this cache, so its answer does not depend on
+        which records came before it or run beside it, and a resumed run labels a record as an
+        uninterrupted one does.
         """
         user = self.prompt.user
         cut = min(i for i in (user.find("{label}"), user.find("{text}")) if i >= 0)
         shared = render_chat(self.template, self.prompt.system, user[:cut])
-        tokens = self._model.tokenize(shared.encode(), add_bos=True, special=True)
         # The last token may merge with what follows in a full prompt: leave it out.
-        self._prefix = tokens[:-1]
+        self._prefix = self._tokenize(shared)[:-1]
+        if len(self._prefix) + 16 > self.n_ctx_seq:
+            raise UserError(f"config: key 'llm.n_ctx': {self.llm.n_ctx} tokens do not hold the "
+                            f"prompt's {len(self._prefix)} shared tokens")
+        for start in range(0, len(self._prefix), self.llm.n_batch):
+            chunk = self._prefix[start:start + self.llm.n_batch]
+            self._batch.n_tokens = 0
+            for offset, token in enumerate(chunk):
+                self._add(token, start + offset, PREFIX_SEQ, False)
+            self._decode()
 
-    def _start_from_shared_prefix(self) -> None:
-        """An empty cache holding only the shared prefix, evaluated on its own. Keeping the
-        prefix of the last record is not enough: where llama.cpp puts a record's tokens in the
-        cache depends on what came before, and that changes the sums in the last bits."""
-        self._model.reset()
-        self._model._ctx.kv_cache_clear()
-        self._model.eval(self._prefix)
+    # --- one record -----------------------------------------------------------------------
 
     def _chat_prompt(self, label: str, data: list[str]) -> tuple[str, bool]:
         """The prompt up to the first value, cut further if it would not fit the context."""
         max_chars = self.llm.max_input_chars
-        budget = self.llm.n_ctx - sum(self.prompt.max_tokens.values()) - 16 * len(LABEL_FIELDS)
+        budget = self.n_ctx_seq - sum(self.prompt.max_tokens.values()) - 16 * len(self.prompt.max_tokens)
         truncated = False
         while True:
             user, cut = render_user(self.prompt, label, data, max_chars)
             truncated |= cut
             prompt = render_chat(self.template, self.prompt.system, user)
-            n_tokens = len(self._model.tokenize(prompt.encode(), add_bos=True, special=True))
+            n_tokens = len(self._tokenize(prompt))
             if n_tokens <= budget:
                 return prompt, truncated
             if max_chars < 50:
                 raise OverflowError("prompt does not fit the context even without page text")
             max_chars = int(max_chars * budget / n_tokens * 0.9)
 
-    def _label_one(self, label: str, data: list[str]) -> LabelResult:
+    def _admit(self, job: _Job, seq_id: int) -> _Seq | None:
+        """Start a record in sequence seq_id; None when it is already finished (failed)."""
+        import llama_cpp
+
         self.stats["records"] += 1
         try:
-            text, truncated = self._chat_prompt(label, data)
+            text, truncated = self._chat_prompt(job.label, job.data)
         except OverflowError:
-            self.stats["failed"] += 1
-            return LabelResult(None, "context_overflow")
+            self._finish(job, LabelResult(None, "context_overflow"))
+            return None
+        except Exception as e:  # noqa: BLE001 - one record's failure never stops the queue
+            log.warning("labelling failed: %s", e)
+            self._finish(job, LabelResult(None, f"engine_error: {type(e).__name__}"))
+            return None
         self.stats["truncated"] += truncated
-        self._start_from_shared_prefix()
-        fields: dict[str, str | None] = {}
-        for index, name in enumerate(self.prompt.max_tokens):
-            text += field_prefix(index, name)
-            out = self._model.create_completion(
-                text,
-                max_tokens=self.prompt.max_tokens[name],
-                stop=VALUE_STOPS,
-                temperature=self.llm.temperature,
-                top_p=self.llm.top_p,
-            )
-            value = out["choices"][0]["text"]
-            self.stats["tokens"] += out["usage"]["completion_tokens"]
-            text += value  # the prefix stays in the KV cache; the next field only adds tokens
-            fields[name] = clean_value(value)
-        if not any(fields.values()):
-            self.stats["failed"] += 1
-            return LabelResult(None, "empty_answer", truncated)
-        return LabelResult(fields, None, truncated)
+        rng = None
+        if self.llm.temperature > 0:
+            rng = np.random.default_rng(record_seed(self.llm.seed, job.label, job.data))
+        seq = _Seq(job, seq_id, text, truncated, rng, cached=list(self._prefix))
+        # A fresh copy of the shared prefix (a whole-stream copy with kv_unified off).
+        llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._mem, PREFIX_SEQ, seq_id, -1, -1)
+        self._next_field(seq)
+        return seq
+
+    def _next_field(self, seq: _Seq) -> None:
+        """Write the next forced key and queue the tokens the sequence does not hold yet.
+
+        The whole text is tokenized again, as one string: a value's last token and the key
+        after it may tokenize differently together than apart, and this way a record gets the
+        tokens a single-sequence completion of the same text would get.
+        """
+        import llama_cpp
+
+        name = list(self.prompt.max_tokens)[seq.field_index]
+        seq.text += field_prefix(seq.field_index, name)
+        tokens = self._tokenize(seq.text)
+        same = 0
+        for a, b in zip(seq.cached, tokens[:-1]):  # the last token is always decoded: its logits
+            if a != b:
+                break
+            same += 1
+        if same < len(seq.cached):
+            llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, same, -1)
+            del seq.cached[same:]
+        seq.pending = tokens[same:]
+        seq.generated = 0
+        seq.value = b""
+
+    def _accept(self, seq: _Seq, token: int) -> LabelResult | None:
+        """Take one generated token; returns the result once the record's last value ends."""
+        import llama_cpp
+
+        name = list(self.prompt.max_tokens)[seq.field_index]
+        self.stats["tokens"] += 1
+        value = None
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            value = seq.value.decode(errors="ignore")
+        else:
+            seq.generated += 1
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
+            seq.value += self._piece.raw[:max(n, 0)]
+            text = seq.value.decode(errors="ignore")
+            for stop in VALUE_STOPS:  # in this order, as llama-cpp-python's stop list
+                if stop in text:
+                    value = text[:text.index(stop)]
+                    break
+            else:
+                if seq.generated >= self.prompt.max_tokens[name]:
+                    value = text
+        if value is None:
+            seq.pending = [token]
+            return None
+        seq.fields[name] = clean_value(value)
+        seq.text += value
+        seq.field_index += 1
+        if seq.field_index < len(self.prompt.max_tokens):
+            self._next_field(seq)
+            return None
+        if not any(seq.fields.values()):
+            return LabelResult(None, "empty_answer", seq.truncated)
+        return LabelResult(seq.fields, None, seq.truncated)
+
+    # --- decoding -------------------------------------------------------------------------
+
+    def _add(self, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        b, i = self._batch, self._batch.n_tokens
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq_id
+        b.logits[i] = logits
+        b.n_tokens = i + 1
+
+    def _decode(self) -> None:
+        import llama_cpp
+
+        rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        self.stats["decodes"] += 1
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+
+    def _step(self, active: list[_Seq]) -> list[tuple[_Seq, LabelResult]]:
+        """One llama_decode; returns the records that finished.
+
+        A record's labels must not depend on the records beside it (a resumed run must label
+        as an uninterrupted one). llama.cpp's CPU kernels give a token the same result in any
+        decode with the same shape for it, so: prompt and key tokens (more than one pending)
+        are decoded with their record alone, as a single-sequence engine would, and generated
+        tokens, one per record, together in a decode of always the same shape: padded with
+        throw-away rows in the idle sequences to max(2, n_parallel) rows (never one row: a
+        matrix-vector product sums in another order than the matrix-matrix one).
+        """
+        filling = next((s for s in active if len(s.pending) > 1), None)
+        if filling is not None:
+            return self._decode_seqs([filling], pad=[])
+        busy = {s.seq_id for s in active}
+        idle = [i for i in range(1, self.llm.n_parallel + 1) if i not in busy]
+        return self._decode_seqs(active, pad=idle or [PREFIX_SEQ] * (len(active) == 1))
+
+    def _decode_seqs(self, seqs: list[_Seq], pad: list[int]) -> list[tuple[_Seq, LabelResult]]:
+        import llama_cpp
+
+        self._batch.n_tokens = 0
+        outputs: list[tuple[_Seq, int]] = []
+        for seq in seqs:
+            take = seq.pending[:self.llm.n_batch - self._batch.n_tokens]
+            last = len(take) == len(seq.pending)
+            for k, token in enumerate(take):
+                self._add(token, len(seq.cached) + k, seq.seq_id, last and k == len(take) - 1)
+            seq.cached += take
+            seq.pending = seq.pending[len(take):]
+            if last:
+                outputs.append((seq, self._batch.n_tokens - 1))
+        # Throw-away rows with logits: in an idle sequence (cleared when a record is admitted)
+        # or after the prefix in sequence 0; removed after the decode.
+        pad_pos = {seq_id: len(self._prefix) if seq_id == PREFIX_SEQ else 0 for seq_id in pad}
+        for seq_id, pos in pad_pos.items():
+            self._add(self._prefix[-1], pos, seq_id, True)
+        try:
+            self._decode()
+        finally:
+            for seq_id, pos in pad_pos.items():
+                llama_cpp.llama_memory_seq_rm(self._mem, seq_id, pos, -1)
+        done = []
+        for seq, index in outputs:
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index),
+                                           shape=(self._n_vocab,))
+            result = self._accept(seq, self._pick(logits, seq.rng))
+            if result is not None:
+                done.append((seq, result))
+        return done
+
+    def _pick(self, logits: np.ndarray, rng: np.random.Generator | None) -> int:
+        if rng is None:
+            return int(np.argmax(logits))  # greedy: the first of equal maxima, as llama.cpp's
+        scaled = logits.astype(np.float64) / self.llm.temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs, kind="stable")
+        if self.llm.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(probs[order]), self.llm.top_p)) + 1
+            order = order[:keep]
+        kept = probs[order]
+        return int(order[rng.choice(len(order), p=kept / kept.sum())])
 
 
 def _set_result(future: asyncio.Future, value) -> None:

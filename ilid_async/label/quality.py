@@ -1,0 +1,49 @@
+"""Label quality guards: counts of answers that break the prompt's own rules, as plain functions.
+
+The model is asked for a short label of at most 4 words, a description of at most 30 words and
+no numbers; the pre-filter already deleted every digit from its input, so a digit in an answer
+was made up. Such answers are kept (the post-filter rules are SPEC's), but counted and reported
+so a weak model or prompt shows in the run's summary instead of hiding in the dataset.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+SHORT_LABEL_MAX_WORDS = 4
+DESCRIPTION_MAX_WORDS = 30
+QUALITY_KEYS = ("label_short_over_4_words", "description_over_30_words", "with_digits")
+_DIGIT = re.compile(r"\d")
+
+
+def _words(value: str | None) -> int:
+    return len(value.split()) if value else 0
+
+
+def quality_issues(fields: Mapping[str, str | None]) -> list[str]:
+    """The QUALITY_KEYS one record's labels break."""
+    issues = []
+    if _words(fields.get("label_short")) > SHORT_LABEL_MAX_WORDS:
+        issues.append("label_short_over_4_words")
+    if _words(fields.get("description")) > DESCRIPTION_MAX_WORDS:
+        issues.append("description_over_30_words")
+    if any(v and _DIGIT.search(v) for v in fields.values()):
+        issues.append("with_digits")
+    return issues
+
+
+def label_quality(records: Iterable[Mapping[str, str | None]]) -> dict[str, int]:
+    """Over label dicts: how many records there are and how many break each rule.
+
+    ``with_digits`` counts records with a digit in any field; ``digits_<field>`` per field.
+    """
+    counts: dict[str, int] = {"records": 0, **{key: 0 for key in QUALITY_KEYS}}
+    for fields in records:
+        counts["records"] += 1
+        for key in quality_issues(fields):
+            counts[key] += 1
+        for name, value in fields.items():
+            if value and _DIGIT.search(value):
+                counts[f"digits_{name}"] = counts.get(f"digits_{name}", 0) + 1
+    return counts
