@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from .label.quality import DESCRIPTION_MAX_WORDS, SHORT_LABEL_MAX_WORDS, label_quality
 from .store import Store
 
 def _reasons(counter: Counter) -> str:
@@ -84,6 +85,12 @@ def format_summary(store: Store) -> str:
     counters = store.counters()
     if counters.get("label_input_truncated"):
         lines.append(f"label inputs truncated to fit: {counters['label_input_truncated']}")
+    quality = label_quality(store.answers())
+    if quality["records"]:
+        lines.append(
+            f"label quality of {quality['records']} answers: label_short over {SHORT_LABEL_MAX_WORDS} words "
+            f"{quality['label_short_over_4_words']}, description over {DESCRIPTION_MAX_WORDS} words "
+            f"{quality['description_over_30_words']}, with digits {quality['with_digits']}")
     if "exact_duplicates" in counters:
         lines.append(f"duplicate images: {counters['exact_duplicates']} exact copies, "
                      f"{counters.get('near_duplicates', 0)} near copies (images.duplicates decides)")

@@ -508,6 +508,11 @@ class Store:
                    "image_file": image_file or f"{folder}/{record_id}.png", "sha256": sha256,
                    "phash": phash, **orjson.loads(labels)}
 
+    def answers(self) -> Iterator[dict]:
+        """The model's answers (five fields, before the post-filter) of every labelled record."""
+        for (answer,) in self.db.execute("SELECT answer FROM records WHERE answer IS NOT NULL"):
+            yield orjson.loads(answer)
+
     # --- counters and status --------------------------------------------------------------
 
     def bump(self, name: str, by: int = 1) -> None:

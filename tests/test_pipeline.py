@@ -56,6 +56,12 @@ def test_whole_run_then_rerun_does_no_work_twice(shop_server, tmp_path):
     assert "empty_label 1" in first.stdout
     states = record_states(tmp_path)
     assert f"{shop_server.base_url}/img/bearing-2.jpg" in states  # the .jpg after the .png thumbnail
+    # The label quality guards count every answer, kept or not.
+    db = sqlite3.connect(tmp_path / "run" / "state.sqlite")
+    answers = [orjson.loads(a) for (a,) in db.execute("SELECT answer FROM records WHERE answer IS NOT NULL")]
+    db.close()
+    long_short = sum(len((a["label_short"] or "").split()) > 4 for a in answers)
+    assert f"label quality of {len(answers)} answers: label_short over 4 words {long_short}," in first.stdout
     assert all(state in ("done", "rejected") for state, _ in states.values())
     dataset_bytes = (tmp_path / "run" / "ilid.json").read_bytes()
     images = sorted(p.relative_to(tmp_path) for p in (tmp_path / "run" / "images").rglob("*.png"))
