@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 # Item results are committed in groups at least this often (seconds): a killed run redoes at
 # most this much work, and a fast crawl does not pay one commit per page.
 COMMIT_EVERY = 0.05
-GRACE_SECONDS = 10.0  # after a first SIGINT/SIGTERM, how long work in flight may take to finish
+GRACE_SECONDS = 10.0
+PAGES_IN_FLIGHT = 2  # pages leased per connection allowed (see _run_stages)
 
 # Page outcomes that are item failures; the other outcomes are fine pages that are not products.
 PAGE_FAILURES = {"undecodable_page", REASON_EXTRACTION_ERROR}
@@ -243,14 +244,18 @@ class Pipeline:
         chain: list[Stage] = []
         if "crawl" in self.stages:
             self.crawl_pass = self.store.start_crawl_pass(full=self.recrawl)
-            await self._seed_sitemaps()
             if workers := _extract_workers(cfg.run.extract_workers):
+                # Started first: the workers start up while robots.txt and sitemaps download.
                 self.page_pool = PagePool(self.shops, workers)
+            await self._seed_sitemaps()
             # One sitemap at a time per host (they are large), several hosts side by side.
             sitemaps = Stage("sitemaps", self.store.lease_sitemaps, self._walk_sitemap, 8,
                              host_limit=lambda host: 1)
-            pages = Stage("pages", self.store.lease_pages, self._crawl_page, cfg.http.concurrency,
-                          upstream=[sitemaps], host_limit=self._host_limit)
+            # Twice the connection limits: a page being parsed or committed holds no connection
+            # (http.py caps requests in flight), so the next pages download meanwhile.
+            pages = Stage("pages", self.store.lease_pages, self._crawl_page,
+                          PAGES_IN_FLIGHT * cfg.http.concurrency, upstream=[sitemaps],
+                          host_limit=lambda host: PAGES_IN_FLIGHT * self._host_limit(host))
             chain += [sitemaps, pages]
             self.pages_stage = pages
         if "label" in self.stages:
