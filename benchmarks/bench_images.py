@@ -15,7 +15,7 @@ one after another in this process, times the core count; ilid-async's share of t
 figure to watch (the network and the event loop cost the rest).
 
     python3.11 -m venv .venv-img2dataset && .venv-img2dataset/bin/pip install img2dataset
-    .venv/bin/python benchmarks/bench_images.py [--images 400] [--img2dataset .venv-img2dataset/bin/img2dataset]
+    .venv/bin/python benchmarks/bench_images.py [--images 800] [--img2dataset .venv-img2dataset/bin/img2dataset]
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def main(n_images: int, img2dataset: str | None) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=400)
+    parser.add_argument("--images", type=int, default=800)
     default_peer = REPO / ".venv-img2dataset" / "bin" / "img2dataset"
     parser.add_argument("--img2dataset", default=str(default_peer) if default_peer.exists() else None,
                         help="path of the img2dataset command (default: .venv-img2dataset/bin/img2dataset)")

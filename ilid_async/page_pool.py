@@ -91,10 +91,6 @@ class PagePool:
     def __init__(self, shops: dict[str, ShopConfig], workers: int):
         self.pool: ProcessPoolExecutor = worker_pool(workers, _init_shops, (shops,))
         self._batch: list[tuple[PageJob, asyncio.Future]] = []
-        # Workers are spawned on the first submit and take a moment to import: start them now,
-        # not when the first pages arrive and would wait for them.
-        for _ in range(workers):
-            self.pool.submit(_process_batch, [])
 
     async def process(self, job: PageJob) -> PageRecord | NotExtracted:
         loop = asyncio.get_running_loop()

@@ -41,9 +41,19 @@ def _init_worker(parent_pid: int, initializer, initargs: tuple) -> None:
 def worker_pool(workers: int = 0, initializer=None, initargs: tuple = ()) -> ProcessPoolExecutor:
     """A process pool whose workers end with the parent. Workers are spawned, not forked: the
     parent runs threads (llama.cpp, the event loop's helpers) that a fork would copy mid-work."""
-    return ProcessPoolExecutor(
-        max_workers=workers or os.cpu_count() or 1,
+    count = workers or os.cpu_count() or 1
+    pool = ProcessPoolExecutor(
+        max_workers=count,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
         initargs=(os.getpid(), initializer, initargs),
     )
+    # Workers are spawned on submit and take a moment to start and import: start them all now,
+    # not when the first work arrives and would wait for them.
+    for _ in range(count):
+        pool.submit(_started)
+    return pool
+
+
+def _started() -> None:
+    """A no-op task: submitting it makes the pool spawn a worker."""

@@ -121,7 +121,7 @@ def _draw_part(draw: ImageDraw.ImageDraw, rng: random.Random, w: int, h: int,
                 draw.ellipse((hx - hr, hy - hr, hx + hr, hy + hr), fill=dark)
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=2048)  # every photo of a 1000-product shop; about 300 MB at most
 def render_image(img: Image) -> bytes:
     """Encoded bytes of a catalogue image; deterministic in the image spec, cached."""
     if img.format == "SVG":
