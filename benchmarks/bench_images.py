@@ -32,17 +32,21 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import orjson
-import PIL
-from PIL import Image
-
-from bench_download import baseline_download
 from common import REPO, free_port
-from ilid_async.config import HttpSettings
-from ilid_async.dataset import DATASET_KEYS
-from ilid_async.demo.catalogue import build_catalogue
-from ilid_async.download import download_dataset
-from ilid_async.images import Encoding, transform_image
+
+# The image pool's workers are spawned and import this module again (as __mp_main__): only the
+# benchmark itself needs these, and the workers should start as lightly as under the
+# ilid-async command, whose main module imports next to nothing.
+if __name__ == "__main__":
+    import orjson
+    import PIL
+
+    from bench_download import baseline_download
+    from ilid_async.config import HttpSettings
+    from ilid_async.dataset import DATASET_KEYS
+    from ilid_async.demo.catalogue import build_catalogue
+    from ilid_async.download import download_dataset
+    from ilid_async.images import Encoding, transform_image
 
 PNG_LEVEL = 1
 
