@@ -116,9 +116,10 @@ def write_outputs(plan: OutputPlan, records: Callable[[], Iterator[dict]], dups:
                      "duplicate_of": head if plan.duplicates == "group" else None}
             yield entry, extra
 
-    count = sum(1 for _ in rows())
     if "ilid" in plan.formats:
-        write_json_atomic(plan.dataset_path, (entry for entry, _ in rows()))
+        count = write_json_atomic(plan.dataset_path, (entry for entry, _ in rows()))
+    else:
+        count = sum(1 for _ in rows())
     if "jsonl" in plan.formats:
         _write_atomic(plan.run_dir / "metadata.jsonl",
                       lambda f: f.writelines(orjson.dumps({**e, **x}) + b"\n" for e, x in rows()))
