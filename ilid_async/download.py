@@ -39,7 +39,7 @@ async def download_image(http: HttpClient, pool: Executor, url: str, target: Pat
     if resp.content_type.split("/", 1)[0] != "image":
         raise ItemError("not_image_content_type", resp.content_type)
     return await asyncio.get_running_loop().run_in_executor(
-        pool, transform_image, resp.body, str(target), width, height, max_pixels, 6, encoding)
+        pool, transform_image, resp.body, str(target), width, height, max_pixels, encoding)
 
 
 async def download_dataset(

@@ -219,16 +219,15 @@ def transform_image(
     width: int = 512,
     height: int = 512,
     max_pixels: int = 50_000_000,
-    png_compress_level: int = 6,
     encoding: Encoding | None = None,
 ) -> ImageResult:
     """Decode ``data``, fit it into ``width`` x ``height`` without distortion, pad by repeating
-    the edges, and write an RGB image atomically to ``out_path`` (parent folders created): PNG
-    with ``png_compress_level``, or as ``encoding`` says.
+    the edges, and write an RGB image atomically to ``out_path`` (parent folders created), as
+    ``encoding`` says (default: PNG, zlib level 6).
 
     Raises ``ImageError`` (nothing is left at ``out_path``, no temp file remains).
     """
-    encoding = encoding or Encoding(png_compress_level=png_compress_level)
+    encoding = encoding or Encoding()
     img = _open_checked(data, max_pixels)
     with img:
         orientation = _orientation(img)

@@ -356,7 +356,7 @@ class Pipeline:
         if resp.status != 200:
             self.store.finish_page(task.url, failed=f"http_{resp.status}")
             return
-        job = PageJob(shop.name, resp.final_url, resp.body, _charset(resp.headers.get("Content-Type", "")))
+        job = PageJob(shop.name, resp.final_url, resp.body, resp.charset)
         if self.page_pool is not None:
             found = await self.page_pool.process(job)
         else:
@@ -438,11 +438,3 @@ class Pipeline:
 def _extract_workers(setting: int) -> int:
     """run.extract_workers: -1 = every core but the event loop's (none on one core)."""
     return max(0, (os.cpu_count() or 1) - 1) if setting < 0 else setting
-
-
-def _charset(content_type: str) -> str | None:
-    for part in content_type.split(";")[1:]:
-        key, _, value = part.partition("=")
-        if key.strip().lower() == "charset":
-            return value.strip().strip('"') or None
-    return None

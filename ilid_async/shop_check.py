@@ -137,7 +137,6 @@ async def fetch_page(shop: ShopConfig, url: str, settings: HttpSettings) -> tupl
     """(final URL, body, charset) of a page fetched as the crawl fetches it; raises ItemError
     with the reason the crawl would record (http_404, robots_disallowed, timeout, ...)."""
     from .http import HttpClient
-    from .pipeline import _charset  # the crawl's own Content-Type charset rule
 
     async with HttpClient(settings) as http:
         resp = await http.get(url, max_bytes=settings.max_page_bytes,
@@ -145,7 +144,7 @@ async def fetch_page(shop: ShopConfig, url: str, settings: HttpSettings) -> tupl
                               check_robots=shop.obey_robots)
     if resp.status != 200:
         raise ItemError(f"http_{resp.status}", url)
-    return resp.final_url, resp.body, _charset(resp.headers.get("Content-Type", ""))
+    return resp.final_url, resp.body, resp.charset
 
 
 def _quoted(text: str, limit: int = 100) -> str:
