@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import re
 import tomllib
 import typing
@@ -80,6 +81,9 @@ class HttpSettings:
 
 @dataclass
 class LlmSettings:
+    # "llama.cpp": the model runs in this process (label/engine.py); "openai": records go to
+    # one or more OpenAI-compatible completions servers (label/openai_backend.py).
+    backend: str = "llama.cpp"
     model: str = ""  # GGUF file; empty = the small demo model (a warning is printed)
     prompt: str = "prompts/default.toml"
     n_ctx: int = 2048  # tokens one record may use (prompt + answer); each sequence has its own
@@ -94,6 +98,20 @@ class LlmSettings:
     seed: int = 1234
     debug_fraction: float = 1.0  # label only this fraction of records (0, 1]
     max_input_chars: int = 1500  # longer page text is truncated (and counted)
+    # Exact batch-independent labels (in-process engine): each prompt decoded alone, generation
+    # steps of one fixed shape, no repacked CPU weights. Slower; off = throughput first.
+    reproducible: bool = False
+    # The "openai" backend: base URLs such as "http://10.0.0.5:8000/v1" (records are spread
+    # over them), the model name sent with each request ("" = the server's default), requests
+    # in flight over all servers, the environment variable that holds the API key (the key
+    # itself never appears in a config, the store or a log), and retry behaviour.
+    base_urls: list[str] = field(default_factory=list)
+    server_model: str = ""
+    max_in_flight: int = 16
+    api_key_env: str = ""
+    request_timeout: float = 120.0  # seconds for one completion request
+    retries: int = 4  # extra attempts per request on connection errors, 429 and 5xx
+    backoff: float = 0.5  # first retry delay in seconds; doubles each time, with jitter
 
 
 @dataclass
@@ -227,6 +245,7 @@ LABEL_FIELDS = ("label_long", "label_short", "description", "material", "materia
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 DUPLICATE_MODES = ("keep", "drop", "group")
 OUTPUT_FORMATS = ("ilid", "webdataset", "jsonl", "parquet")
+LLM_BACKENDS = ("llama.cpp", "openai")
 _ACTIONS = ("product", "ignore")
 
 
@@ -404,9 +423,22 @@ def load_config(path: str | Path) -> Config:
                  "parquet needs pyarrow (pip install 'ilid-async[parquet]')")
     _require(cfg.llm.n_ctx >= 256, f, "llm.n_ctx", "must be at least 256")
     _require(cfg.llm.n_parallel >= 1, f, "llm.n_parallel", "must be at least 1")
-    _require(cfg.llm.n_batch >= 1, f, "llm.n_batch", "must be at least 1")
+    _require(cfg.llm.n_batch >= cfg.llm.n_parallel, f, "llm.n_batch",
+             "must be at least llm.n_parallel (each decode carries one token of every record)")
     _require(cfg.llm.flash_attn in ("auto", "on", "off"), f, "llm.flash_attn", "one of auto, on, off")
-    if cfg.llm.model:
+    _require(cfg.llm.backend in LLM_BACKENDS, f, "llm.backend", f"one of {', '.join(LLM_BACKENDS)}")
+    if cfg.llm.backend == "openai":
+        _require(bool(cfg.llm.base_urls), f, "llm.base_urls", "list at least one server URL for backend 'openai'")
+        for index, url in enumerate(cfg.llm.base_urls):
+            _require(url.startswith(("http://", "https://")), f, f"llm.base_urls[{index}]",
+                     "must start with http:// or https://")
+        _require(cfg.llm.max_in_flight >= 1, f, "llm.max_in_flight", "must be at least 1")
+        _require(cfg.llm.request_timeout > 0, f, "llm.request_timeout", "must be > 0")
+        _require(cfg.llm.retries >= 0, f, "llm.retries", "must be >= 0")
+        if cfg.llm.api_key_env:
+            _require(bool(os.environ.get(cfg.llm.api_key_env)), f, "llm.api_key_env",
+                     f"environment variable {cfg.llm.api_key_env} is not set")
+    if cfg.llm.model and cfg.llm.backend == "llama.cpp":
         model = base / cfg.llm.model
         _require(model.is_file(), f, "llm.model", f"model file not found: {model}")
         cfg.llm.model = str(model)

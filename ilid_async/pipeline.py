@@ -178,6 +178,9 @@ class Pipeline:
         released = self.store.release_leases()
         if released:
             log.info("resuming: %d leased items returned to pending", released)
+        requeued = self.store.requeue_label_failures()
+        if requeued:
+            log.info("%d records whose labelling server was unavailable go back to labelling", requeued)
         self._remove_stale_temp_files()
         self.store.group_commits(max_seconds=COMMIT_EVERY)
         loop = asyncio.get_running_loop()
@@ -259,14 +262,14 @@ class Pipeline:
             chain += [sitemaps, pages]
             self.pages_stage = pages
         if "label" in self.stages:
-            from .label.engine import LabelEngine
+            from .label.backends import make_labeller
 
-            self.engine = LabelEngine(cfg.llm, cfg.prompt)
+            self.engine = make_labeller(cfg.llm, cfg.prompt)  # the engine, or a server client
             await self.engine.start()
-            # Twice the engine's sequences: records queued ahead keep every sequence busy while
-            # results commit.
+            # Twice the records the labeller works on at once: records queued ahead keep it
+            # busy while results commit.
             chain.append(Stage("label", lambda n: self.store.lease_for_labelling(n, cfg.llm.debug_fraction),
-                               self._label_record, 2 * cfg.llm.n_parallel, upstream=chain[-1:]))
+                               self._label_record, 2 * self.engine.capacity, upstream=chain[-1:]))
         if "images" in self.stages:
             self.pool = image_pool(cfg.images.workers)
             chain.append(Stage("images", self.store.lease_for_images, self._fetch_image,

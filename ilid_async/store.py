@@ -95,6 +95,10 @@ RECORD_COLUMNS_ADDED = {
     "image_phash": "TEXT",  # perceptual hash of the picture: near duplicates
 }
 
+# Label failures that say nothing about the record (label/openai_backend.py: every retry to the
+# labelling servers failed): the next run labels such records again.
+LABEL_RETRY_REASONS = ("server_unavailable",)
+
 # Leased state -> the pending state it returns to when a run stops mid-work.
 _LEASED = {
     "sitemaps": ("leased", "pending"),
@@ -256,6 +260,17 @@ class Store:
                 cur = db.execute(f"UPDATE {table} SET state=? WHERE state=?", (pending, leased))
                 released += cur.rowcount
         return released
+
+    def requeue_label_failures(self) -> int:
+        """Return records whose labelling failed for a reason outside the record (a labelling
+        server that did not answer) to labelling; called at a run's start, like release_leases."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE records SET state='to_label', stage=NULL, reason=NULL WHERE state='failed' "
+                f"AND stage='label' AND reason IN ({','.join('?' * len(LABEL_RETRY_REASONS))})",
+                LABEL_RETRY_REASONS,
+            )
+        return cur.rowcount
 
     def _lease(self, table: str, key: str, columns: str, host_column: str, states: tuple[str, str],
                limit: int, room: HostRoom) -> list[tuple]:

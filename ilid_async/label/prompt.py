@@ -13,6 +13,8 @@ import re
 from ..config import PromptConfig
 
 VALUE_STOPS = ['"', "\n"]
+# Gemma's turn format: used when neither the model nor the prompt file gives a chat format.
+DEFAULT_TEMPLATE = "<start_of_turn>user\n{system}\n\n{user}<end_of_turn>\n<start_of_turn>model\n"
 _SPACES = re.compile(r"\s+")
 
 
