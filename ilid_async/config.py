@@ -91,8 +91,9 @@ class LlmSettings:
     n_gpu_layers: int = 0  # -1 = offload every layer
     n_threads: int = 0  # 0 = llama.cpp's choice
     n_batch: int = 512  # most tokens per llama_decode, summed over the records in flight
-    flash_attn: str = "off"  # off, on or auto (llama.cpp's flash attention; on suits a GPU, but
-    # on a CPU it makes a record's labels depend on the records decoded beside it)
+    # llama.cpp's flash attention: on, off, or auto (llama.cpp's choice: on where the device
+    # supports it, CPUs included; faster for batched labelling). llm.reproducible turns auto off.
+    flash_attn: str = "auto"
     temperature: float = 0.0  # 0 = greedy, reproducible
     top_p: float = 1.0
     seed: int = 1234
@@ -426,6 +427,8 @@ def load_config(path: str | Path) -> Config:
     _require(cfg.llm.n_batch >= cfg.llm.n_parallel, f, "llm.n_batch",
              "must be at least llm.n_parallel (each decode carries one token of every record)")
     _require(cfg.llm.flash_attn in ("auto", "on", "off"), f, "llm.flash_attn", "one of auto, on, off")
+    _require(not (cfg.llm.reproducible and cfg.llm.flash_attn == "on"), f, "llm.flash_attn",
+             "cannot be on with llm.reproducible (its sums depend on the decode's shape); use auto or off")
     _require(cfg.llm.backend in LLM_BACKENDS, f, "llm.backend", f"one of {', '.join(LLM_BACKENDS)}")
     if cfg.llm.backend == "openai":
         _require(bool(cfg.llm.base_urls), f, "llm.base_urls", "list at least one server URL for backend 'openai'")

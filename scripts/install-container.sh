@@ -71,7 +71,8 @@ cmd_llama() {
     # Added to the CPU flags of install-llama-cpp.sh: layers left on the CPU stay fast.
     export ILID_LLAMA_EXTRA_CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=${ILID_CUDA_ARCHITECTURES:-80;86;89;90}"
   fi
-  PYTHON="$venv/bin/python" bash "$HERE/install-llama-cpp.sh"
+  # An image runs on CPUs other than the build machine's: no AVX-512 unless asked for.
+  PYTHON="$venv/bin/python" ILID_LLAMA_CPU=${ILID_LLAMA_CPU:-portable} bash "$HERE/install-llama-cpp.sh"
 }
 
 cmd_python() {

@@ -6,18 +6,15 @@
 # container build. pip's own wheel cache is not used for it because its key ignores CMAKE_ARGS
 # (a CPU wheel would be reused for a CUDA build and the other way round).
 #
-# CPU default: no -march=native. A native build on CPUs with AMX (Sapphire Rapids and newer)
-# enables ggml's AMX kernels, which crash with SIGSEGV in VMs that do not grant AMX state; the
-# explicit AVX2/FMA/F16C build runs on any x86-64 from the last ten years.
+# CPU flags: scripts/llama-cpu-flags.sh (this CPU's AVX2/AVX-512/VNNI, never AMX and never
+# -march=native: AMX kernels crash in VMs without AMX state; ILID_LLAMA_CPU=portable for a
+# build that runs on any x86-64 of the last ten years).
 # GPU: ILID_LLAMA_CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=80;86;89;90" (no GPU is
 # needed at build time, only the CUDA toolkit).
 set -euo pipefail
 PYTHON=${PYTHON:-python}
 VERSION=${ILID_LLAMA_VERSION:-0.3.36}
-case "$(uname -m)" in
-  x86_64) DEFAULT_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" ;;
-  *) DEFAULT_ARGS="-DGGML_NATIVE=OFF" ;;
-esac
+DEFAULT_ARGS=$(bash "$(dirname "$0")/llama-cpu-flags.sh")
 # ILID_LLAMA_EXTRA_CMAKE_ARGS adds to the CPU flags (the container's CUDA build); unset, the
 # arguments and so the wheelhouse key are unchanged.
 ARGS=${ILID_LLAMA_CMAKE_ARGS:-$DEFAULT_ARGS${ILID_LLAMA_EXTRA_CMAKE_ARGS:+ $ILID_LLAMA_EXTRA_CMAKE_ARGS}}

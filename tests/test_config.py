@@ -30,6 +30,9 @@ def test_root_config_loads():
         ({"llm": "debug_fraction = 0"}, SHOP, "config.toml: key 'llm.debug_fraction': must be in (0, 1]"),
         ({"colour": "x = 1"}, SHOP, "config.toml: key 'colour': unknown key"),
         ({"run": "extract_workers = -2"}, SHOP, "config.toml: key 'run.extract_workers': must be -1"),
+        ({"llm": "n_parallel = 16\nn_batch = 8"}, SHOP, "config.toml: key 'llm.n_batch': must be at least llm.n_parallel"),
+        ({"llm": 'reproducible = true\nflash_attn = "on"'}, SHOP,
+         "config.toml: key 'llm.flash_attn': cannot be on with llm.reproducible"),
         ({}, 'imag_endings = [".png"]\n' + SHOP, "testshop.toml: key 'imag_endings': unknown key"),
         ({}, SHOP.replace('"div.product"', "5"), "testshop.toml: key 'selectors.product': expected str"),
         ({}, SHOP.replace('"div.product"', '"div[["'), "testshop.toml: key 'selectors.product': bad CSS"),
@@ -38,6 +41,7 @@ def test_root_config_loads():
         ({}, SHOP.replace('source = "testshop"', ""), "testshop.toml: key 'source': required"),
     ],
     ids=["unknown-key", "wrong-type", "bool-for-int", "missing-model", "bad-fraction", "unknown-table", "bad-workers",
+         "batch-under-parallel", "flash-with-reproducible",
          "shop-unknown-key", "shop-wrong-type", "bad-selector", "bad-regex", "bad-action", "no-source"],
 )
 def test_bad_config_is_one_line_exit_2(tmp_path, sections, shop, expected):

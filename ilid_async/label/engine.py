@@ -272,7 +272,8 @@ class LabelEngine:
         params.n_batch = params.n_ubatch = llm.n_batch
         # llama.cpp's own default is 4 threads, too many for a 2-core machine, too few for a big one.
         params.n_threads = params.n_threads_batch = llm.n_threads or os.cpu_count() or 1
-        params.flash_attn_type = FLASH_ATTN[llm.flash_attn]
+        # Flash attention's sums depend on the decode's shape: reproducible labels go without.
+        params.flash_attn_type = FLASH_ATTN["off" if llm.reproducible else llm.flash_attn]
         params.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model.model, params)
         if self._ctx is None:
