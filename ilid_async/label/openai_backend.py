@@ -31,7 +31,8 @@ from yarl import URL
 
 from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
-from .prompt import DEFAULT_TEMPLATE, VALUE_STOPS, clean_value, field_prefix, render_chat, render_user
+from .prompt import (DEFAULT_TEMPLATE, VALUE_STOPS, clean_value, field_prefix, record_seed, render_chat,
+                     render_user)
 from .result import LabelResult, count_result, new_stats
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,11 @@ class OpenAIBackend:
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(llm.max_in_flight)
         self._tasks: set[asyncio.Task] = set()
+        # Set when a record used up its retries while every server was down; cleared by the
+        # next answer. Meanwhile records fail at their first error: the retries are spent once
+        # per outage, not once per record, so a run whose servers are gone ends soon (its
+        # records are labelled again by the next run).
+        self._outage = False
 
     @property
     def capacity(self) -> int:
@@ -213,8 +219,6 @@ class OpenAIBackend:
         """The engine's per-record seed (sampling only), in the 31 bits every server takes."""
         if self.llm.temperature <= 0:
             return None
-        from .engine import record_seed  # engine.py loads llama_cpp only inside its functions
-
         return record_seed(self.llm.seed, label, data) & 0x7FFFFFFF
 
     async def _fields(self, record: _Record, text: str, seed: int | None) -> dict[str, str | None]:
@@ -246,6 +250,7 @@ class OpenAIBackend:
                     status = resp.status
                     if status == 200:
                         value = self._value(await resp.read())
+                        self._outage = False
                         if server.failing:
                             server.failing = False
                             log.warning("labelling server %s answers again", server.shown)
@@ -255,15 +260,21 @@ class OpenAIBackend:
                 problem = f"HTTP {status}"
                 if status != 429 and status < 500:
                     raise _Failed(f"server_http_{status}")
+                down = status != 429  # a busy server asks to wait: not an outage
             except (aiohttp.ClientError, TimeoutError) as e:
-                problem = type(e).__name__
+                problem, down = type(e).__name__, True
             if not server.failing:
                 server.failing = True
                 log.warning("labelling server %s fails (%s): requests are retried, records whose "
                             "retries fail are %s and are labelled again by the next run",
                             server.shown, problem, REASON_UNAVAILABLE)
             server.avoid_until = time.monotonic() + AVOID_SECONDS
-            if attempt >= self.llm.retries:
+            all_down = down and all(s.failing for s in self._servers)
+            if attempt >= self.llm.retries or (all_down and self._outage):
+                if all_down and not self._outage:
+                    self._outage = True
+                    log.warning("no labelling server answers: records fail at once as %s until one "
+                                "answers again", REASON_UNAVAILABLE)
                 log.info("labelling server %s: %s, no retries left", server.shown, problem)
                 raise _Failed(REASON_UNAVAILABLE)
             attempt += 1

@@ -1,4 +1,5 @@
-"""Prompt rendering and answer parsing for the labelling stage: plain functions.
+"""Prompt rendering, answer parsing and the per-record sampling seed for the labelling stage
+(both backends): plain functions.
 
 The model never writes JSON syntax. The engine writes `{"label_long": "`, the model writes the
 value and is stopped at the closing quote, the engine writes `", "label_short": "`, and so on.
@@ -8,6 +9,7 @@ token than grammar-constrained sampling over a large vocabulary (issue 5's measu
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from ..config import PromptConfig
@@ -41,3 +43,9 @@ def clean_value(text: str) -> str | None:
     """A generated value: one line, no escape residue, collapsed spaces; empty -> None."""
     text = _SPACES.sub(" ", text.replace("\\", " ")).strip()
     return text or None
+
+
+def record_seed(seed: int, label: str, data: list[str]) -> int:
+    """A sampling seed that depends only on the record: a resumed run samples the same."""
+    digest = hashlib.blake2b("\x1f".join([label, *data]).encode(), digest_size=8).digest()
+    return seed ^ int.from_bytes(digest, "little")
