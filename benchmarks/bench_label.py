@@ -486,6 +486,8 @@ def main() -> None:
     parser.add_argument("--flash-attn", choices=("on", "off"), default="on",
                         help="llama.cpp's flash attention, the same on every side (default on: "
                         "faster for every side on this CPU)")
+    parser.add_argument("--reproducible", action="store_true",
+                        help="the engine with llm.reproducible (exact batch-independent labels)")
     parser.add_argument("--skip-server", action="store_true",
                         help="leave out the llama-server sides (b), (d) and (e)")
     parser.add_argument("--only", nargs="+", choices=SIDES, metavar="SIDE",
@@ -499,7 +501,8 @@ def main() -> None:
     # One concrete thread count for all: their defaults differ (llama.cpp 4, Llama half the
     # cores, llama-server all cores).
     threads = args.threads or len(os.sched_getaffinity(0))
-    llm = LlmSettings(n_ctx=N_CTX, n_parallel=args.parallel, n_threads=threads, flash_attn=args.flash_attn)
+    llm = LlmSettings(n_ctx=N_CTX, n_parallel=args.parallel, n_threads=threads, flash_attn=args.flash_attn,
+                      reproducible=args.reproducible)
     prompt = load_prompt(PROMPT)
     records = benchmark_records(args.records)
     path = model_path(llm)
