@@ -3,6 +3,7 @@ extraction, image transforms)."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -33,6 +34,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _init_worker(parent_pid: int, initializer, initargs: tuple) -> None:
+    # A terminal's Ctrl-C reaches every process of the foreground group: the parent decides how
+    # the run stops (finish work in flight, then shut the pool down), so workers ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     if initializer is not None:
         initializer(*initargs)
@@ -49,10 +53,25 @@ def worker_pool(workers: int = 0, initializer=None, initargs: tuple = ()) -> Pro
         initargs=(os.getpid(), initializer, initargs),
     )
     # Workers are spawned on submit and take a moment to start and import: start them all now,
-    # not when the first work arrives and would wait for them.
-    for _ in range(count):
-        pool.submit(_started)
+    # not when the first work arrives and would wait for them. SIGINT is ignored while they are
+    # spawned (an ignored signal stays ignored across exec), so a Ctrl-C during their start-up,
+    # before _init_worker runs, does not reach them either.
+    with _sigint_ignored():
+        for _ in range(count):
+            pool.submit(_started)
     return pool
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; _init_worker still ignores it
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _started() -> None:

@@ -3,6 +3,7 @@ once; either way the next run completes the work."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -76,3 +77,19 @@ def test_stop_on_signal_then_resume(shop40, tmp_path, signals):
                            "(state='to_label' AND sample < 0.5)").fetchone()[0]
     db.close()
     assert open_work == 0
+
+
+def test_ctrl_c_to_the_whole_process_group_is_one_clean_stop(shop40, tmp_path):
+    """A terminal's Ctrl-C sends SIGINT to every process of the foreground group, the pool
+    workers included: the run stops as for one signal (130), and no worker prints a
+    KeyboardInterrupt traceback."""
+    config = write_config(tmp_path, shop40.shop_toml(), llm=f'prompt = "{short_prompt(tmp_path)}"\ndebug_fraction = 0.5')
+    proc = subprocess.Popen([sys.executable, "-m", "ilid_async", "run", str(config)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as a shell's foreground job
+    wait_until_labelling(tmp_path / "run" / "state.sqlite", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
