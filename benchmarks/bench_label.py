@@ -354,13 +354,7 @@ async def run_backend(records: list[tuple[str, list[str]]], prompts: list[str], 
     if differ:
         print(f"WARNING (d): the backend's prompt differs from the other sides' for {differ}/"
               f"{len(prompts)} records", file=sys.stderr)
-    await backend.start()
-    try:
-        start = time.perf_counter()
-        results = await asyncio.gather(*(backend.label(label, data) for label, data in records))
-        seconds = time.perf_counter() - start
-    finally:
-        await backend.close()
+    seconds, results = await timed_labelling(backend, records)
     notes = [f"prompts equal to the other sides': {len(prompts) - differ}/{len(prompts)}"]
     failures = sorted({r.reason for r in results if r.fields is None})
     if failures:
@@ -440,18 +434,23 @@ async def run_schema(users: list[str], prompts: list[str], server: LlamaServer, 
     return SideResult(f"(e) llama-server JSON schema, {clients} clients", seconds, answers, tokens, notes)
 
 
+async def timed_labelling(labeller, records: list[tuple[str, list[str]]]) -> tuple[float, list]:
+    """Start a labelling backend, queue every record at once, time them, close it."""
+    await labeller.start()
+    try:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(labeller.label(label, data) for label, data in records))
+        return time.perf_counter() - start, results
+    finally:
+        await labeller.close()
+
+
 # --- (c) the engine ----------------------------------------------------------------------------
 
 async def run_engine(records: list[tuple[str, list[str]]], llm: LlmSettings,
                      prompt: PromptConfig) -> SideResult:
     engine = LabelEngine(llm, prompt)
-    await engine.start()
-    try:
-        start = time.perf_counter()
-        results = await asyncio.gather(*(engine.label(label, data) for label, data in records))
-        seconds = time.perf_counter() - start
-    finally:
-        await engine.close()
+    seconds, results = await timed_labelling(engine, records)
     failures = sorted({r.reason for r in results if r.fields is None})
     notes = [f"truncated inputs: {engine.stats['truncated']}"]
     if failures:

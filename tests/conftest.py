@@ -57,3 +57,18 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "ilid_async", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
+
+
+def assert_one_line_exit_2(config: Path, expected: str) -> None:
+    """A bad config is a UserError naming the file and key, and the command prints it as one
+    line and exits 2."""
+    from ilid_async.config import load_config
+    from ilid_async.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        load_config(config)
+    assert expected in str(err.value)
+    result = run_cli("run", str(config), timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr

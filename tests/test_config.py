@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO, run_cli, write_config
+from conftest import REPO, assert_one_line_exit_2, run_cli, write_config
 from shop import SHOP_TOML
 from ilid_async.config import load_config, load_shop
 from ilid_async.errors import UserError
@@ -45,14 +45,7 @@ def test_root_config_loads():
          "shop-unknown-key", "shop-wrong-type", "bad-selector", "bad-regex", "bad-action", "no-source"],
 )
 def test_bad_config_is_one_line_exit_2(tmp_path, sections, shop, expected):
-    config = write_config(tmp_path, shop, **sections)
-    with pytest.raises(UserError, match=None) as err:
-        load_config(config)
-    assert expected in str(err.value)
-    result = run_cli("run", str(config), timeout=60)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert_one_line_exit_2(write_config(tmp_path, shop, **sections), expected)
 
 
 def test_missing_shop_file(tmp_path):

@@ -19,9 +19,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from conftest import run_cli, short_prompt, write_config
+from conftest import assert_one_line_exit_2, run_cli, short_prompt, write_config
 from shop import SHOP_TOML, ShopServer, TestShop, many_products
-from ilid_async.config import LABEL_FIELDS, LlmSettings, load_config, load_prompt
+from ilid_async.config import LABEL_FIELDS, LlmSettings, load_prompt
 from ilid_async.errors import UserError
 from ilid_async.label.backends import make_labeller
 from ilid_async.label.openai_backend import REASON_UNAVAILABLE, OpenAIBackend
@@ -462,11 +462,4 @@ SHOP = SHOP_TOML.replace("{base}", "http://127.0.0.1:9")
 )
 def test_bad_server_config_is_one_line_exit_2(tmp_path, monkeypatch, llm, expected):
     monkeypatch.delenv("ILID_TEST_UNSET_KEY", raising=False)
-    config = write_config(tmp_path, SHOP, llm=llm)
-    with pytest.raises(UserError) as err:
-        load_config(config)
-    assert expected in str(err.value)
-    result = run_cli("run", str(config), timeout=60)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert_one_line_exit_2(write_config(tmp_path, SHOP, llm=llm), expected)

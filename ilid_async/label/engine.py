@@ -178,8 +178,6 @@ class LabelEngine:
             self._free()
 
     def _serve(self) -> None:
-        import llama_cpp
-
         free = list(range(self.llm.n_parallel, 0, -1))  # sequence ids; pop() takes 1 first
         active: list[_Seq] = []
         stopping = False
