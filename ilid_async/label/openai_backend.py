@@ -33,7 +33,7 @@ from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
 from .prompt import (DEFAULT_TEMPLATE, VALUE_STOPS, clean_value, field_prefix, record_seed, render_chat,
                      render_user)
-from .result import LabelResult, count_result, new_stats
+from .result import LabelResult, answer_result, count_result, new_stats
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +206,7 @@ class OpenAIBackend:
             except _Failed as failure:
                 result = LabelResult(None, failure.reason, truncated)
             else:
-                if any(fields.values()):
-                    result = LabelResult(fields, None, truncated)
-                else:
-                    result = LabelResult(None, "empty_answer", truncated)
+                result = answer_result(fields, truncated)
             finally:
                 record.server.in_flight -= 1
             count_result(self.stats, result)

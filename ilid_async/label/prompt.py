@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 
 from ..config import PromptConfig
 
@@ -32,6 +33,40 @@ def render_user(prompt: PromptConfig, label: str, data: list[str], max_chars: in
 
 def render_chat(template: str, system: str, user: str) -> str:
     return template.replace("{system}", system).replace("{user}", user)
+
+
+def chat_template(model_template: str | None, prompt: PromptConfig) -> str:
+    """The chat format with {system} and {user}: the model's own template (rendered once with
+    the placeholders, then filled by replace), else the prompt file's, else Gemma's."""
+    if not model_template:
+        return prompt.template or DEFAULT_TEMPLATE
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(model_template, eos_token="", bos_token="")
+    return formatter(messages=[{"role": "system", "content": "{system}"},
+                               {"role": "user", "content": "{user}"}]).prompt
+
+
+def prompt_budget(prompt: PromptConfig, n_ctx: int) -> int:
+    """Tokens a record's prompt may use: its context less every field's cap and key."""
+    return n_ctx - sum(prompt.max_tokens.values()) - 16 * len(prompt.max_tokens)
+
+
+def fit_chat_prompt(prompt: PromptConfig, template: str, label: str, data: list[str], max_chars: int,
+                    budget: int, count_tokens: Callable[[str], int]) -> tuple[str, str, bool]:
+    """(chat text, user message, whether the page text was cut): cut to max_chars, then shorter
+    until the chat text fits ``budget`` tokens. OverflowError when even no text does not fit."""
+    truncated = False
+    while True:
+        user, cut = render_user(prompt, label, data, max_chars)
+        truncated |= cut
+        text = render_chat(template, prompt.system, user)
+        n_tokens = count_tokens(text)
+        if n_tokens <= budget:
+            return text, user, truncated
+        if max_chars < 50:
+            raise OverflowError("prompt does not fit the context even without page text")
+        max_chars = int(max_chars * budget / n_tokens * 0.9)
 
 
 def field_prefix(index: int, name: str) -> str:

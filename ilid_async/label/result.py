@@ -19,6 +19,13 @@ class LabelResult:
     truncated: bool = False  # the page text was cut to fit
 
 
+def answer_result(fields: dict[str, str | None], truncated: bool) -> LabelResult:
+    """The result of a record whose five values were generated: a failure if all are empty."""
+    if not any(fields.values()):
+        return LabelResult(None, "empty_answer", truncated)
+    return LabelResult(fields, None, truncated)
+
+
 def new_stats() -> dict[str, int]:
     """records started, truncated inputs, failures, generated tokens, and the quality counts."""
     return {"records": 0, "truncated": 0, "failed": 0, "tokens": 0, **{key: 0 for key in QUALITY_KEYS}}
