@@ -20,6 +20,11 @@ from typing import Any
 from .errors import UserError
 
 DEMO_PLACEHOLDER = "{demo}"
+LABEL_FIELDS = ("label_long", "label_short", "description", "material", "material_finish")
+# The prompt's own word limits (SPEC 3): a short label of at most 4 words, a description of at
+# most 30; material and finish are short phrases.
+DEFAULT_MAX_WORDS = {"label_short": 4, "description": 30, "material": 5, "material_finish": 5}
+PACKAGED_PROMPT = Path(__file__).parent / "prompts" / "default.toml"
 # Marks fields that the loader fills in; they are not keys of any file.
 LOADED = {"loaded": True}
 STAGES = ("crawl", "label", "images", "dataset")
@@ -85,7 +90,9 @@ class LlmSettings:
     # one or more OpenAI-compatible completions servers (label/openai_backend.py).
     backend: str = "llama.cpp"
     model: str = ""  # GGUF file; empty = the small demo model (a warning is printed)
-    prompt: str = "prompts/default.toml"
+    # Prompt file, relative to the config file; "" = the prompt packaged with ilid-async
+    # (ilid_async/prompts/default.toml), so a config in any folder works without its own.
+    prompt: str = ""
     n_ctx: int = 2048  # tokens one record may use (prompt + answer); each sequence has its own
     n_parallel: int = 8  # records labelled at once (llama.cpp sequences); more suits a GPU
     n_gpu_layers: int = 0  # -1 = offload every layer
@@ -202,12 +209,35 @@ class ShopConfig:
 
 
 @dataclass
+class PromptExample:
+    """One worked example of a prompt file's [[examples]]: a record as the pre-filter leaves
+    it (label, text) and the five answers the model should give for it."""
+
+    label: str = ""
+    text: str = ""
+    label_long: str = ""
+    label_short: str = ""
+    description: str = ""
+    material: str = ""
+    material_finish: str = ""
+
+
+@dataclass
 class PromptConfig:
     system: str = ""
     user: str = ""
-    template: str = ""  # chat format with {system} and {user}, for models without a template
+    # Chat format for models whose file carries none: a Jinja chat template over `messages`
+    # (roles system, user, assistant) and `add_generation_prompt`, as in a model's tokenizer
+    # config; or a one-turn text with {system} and {user} (no examples then).
+    template: str = ""
     # Tokens each field may use; also fixes the order in which the fields are generated.
     max_tokens: dict[str, int] = field(default_factory=dict)
+    # Field rules kept while the model writes: a value ends after this many words, and (for
+    # the fields in no_digits) no token with a digit is ever chosen.
+    max_words: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_WORDS))
+    no_digits: list[str] = field(default_factory=lambda: list(LABEL_FIELDS))
+    # Worked examples, shown to the model as earlier turns of the chat before the record.
+    examples: list[PromptExample] = field(default_factory=list)
     path: str = field(default="", metadata=LOADED)
 
 
@@ -242,7 +272,6 @@ class Config:
         return self.run_dir / "images"
 
 
-LABEL_FIELDS = ("label_long", "label_short", "description", "material", "material_finish")
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 DUPLICATE_MODES = ("keep", "drop", "group")
 OUTPUT_FORMATS = ("ilid", "webdataset", "jsonl", "parquet")
@@ -371,22 +400,63 @@ def load_shop(path: Path) -> ShopConfig:
 def load_prompt(path: Path) -> PromptConfig:
     prompt: PromptConfig = _build_file(PromptConfig, _read_toml(path, "prompt"), path)
     prompt.path = str(path)
+    f = str(path)
     for key in ("system", "user"):
         if not getattr(prompt, key):
-            raise UserError(f"{_key(str(path), key)}: required")
+            raise UserError(f"{_key(f, key)}: required")
     for placeholder in ("{label}", "{text}"):
         if placeholder not in prompt.user:
-            raise UserError(f"{_key(str(path), 'user')}: must contain {placeholder}")
-    for placeholder in ("{system}", "{user}"):
-        if prompt.template and placeholder not in prompt.template:
-            raise UserError(f"{_key(str(path), 'template')}: must contain {placeholder}")
+            raise UserError(f"{_key(f, 'user')}: must contain {placeholder}")
     unknown = set(prompt.max_tokens) - set(LABEL_FIELDS)
     missing = set(LABEL_FIELDS) - set(prompt.max_tokens)
     if unknown:
-        raise UserError(f"{_key(str(path), 'max_tokens.' + sorted(unknown)[0])}: unknown field")
+        raise UserError(f"{_key(f, 'max_tokens.' + sorted(unknown)[0])}: unknown field")
     if missing:
-        raise UserError(f"{_key(str(path), 'max_tokens.' + sorted(missing)[0])}: required")
+        raise UserError(f"{_key(f, 'max_tokens.' + sorted(missing)[0])}: required")
+    for name, words in prompt.max_words.items():
+        _require(name in LABEL_FIELDS, f, f"max_words.{name}", "unknown field")
+        _require(words >= 1, f, f"max_words.{name}", "must be at least 1")
+    for index, name in enumerate(prompt.no_digits):
+        _require(name in LABEL_FIELDS, f, f"no_digits[{index}]", f"unknown field (one of {', '.join(LABEL_FIELDS)})")
+    for index, example in enumerate(prompt.examples):
+        _check_example(prompt, example, f, f"examples[{index}]")
+    _check_template(prompt, f)
     return prompt
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def _check_example(prompt: PromptConfig, example: PromptExample, file: str, key: str) -> None:
+    """An example teaches the model what an answer looks like: it must be one the rules allow,
+    for a record as the pre-filter leaves it (no digits)."""
+    for name in ("label", "text"):
+        value = getattr(example, name)
+        _require(bool(value.strip()), file, f"{key}.{name}", "required")
+        _require(not _DIGIT.search(value), file, f"{key}.{name}",
+                 "write it as the pre-filter leaves a record: without digits")
+    for name in LABEL_FIELDS:
+        value = getattr(example, name)
+        _require(bool(value.strip()), file, f"{key}.{name}", 'required (write "none" where the text does not say)')
+        _require('"' not in value and "\n" not in value and "\\" not in value, file, f"{key}.{name}",
+                 "must not contain quotes, backslashes or line breaks (they end a value)")
+        if name in prompt.no_digits:
+            _require(not _DIGIT.search(value), file, f"{key}.{name}", "must not contain digits (no_digits)")
+        limit = prompt.max_words.get(name)
+        if limit:
+            _require(len(value.split()) <= limit, file, f"{key}.{name}", f"more than {limit} words (max_words)")
+
+
+def _check_template(prompt: PromptConfig, file: str) -> None:
+    if not prompt.template:
+        return
+    from .label.chat_format import ChatFormat  # depends on nothing of ours but Jinja
+
+    try:
+        fmt = ChatFormat(prompt.template)
+        fmt.render("s", [("u", "a")] if prompt.examples else [], "u")
+    except ValueError as e:
+        raise UserError(f"{_key(file, 'template')}: {e}") from None
 
 
 def _require(cond: bool, file: str, key: str, problem: str) -> None:
@@ -448,5 +518,5 @@ def load_config(path: str | Path) -> Config:
     cfg.shops = [load_shop(base / shop) for shop in cfg.run.shops]
     _require(len({s.name for s in cfg.shops}) == len(cfg.shops), f, "run.shops",
              "two shop files have the same name")
-    cfg.prompt = load_prompt(base / cfg.llm.prompt)
+    cfg.prompt = load_prompt(base / cfg.llm.prompt if cfg.llm.prompt else PACKAGED_PROMPT)
     return cfg

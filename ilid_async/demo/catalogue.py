@@ -83,6 +83,10 @@ class Product:
     tradename: str | None  # brand shown in JSON-LD, None for unbranded parts
     price: float  # EUR, net
     lastmod: str  # ISO date for the sitemap's <lastmod>
+    # What the page says in words, for checking labels against (benchmarks/bench_label_quality.py):
+    kind: str = ""  # the type of product without codes or sizes, e.g. "Deep groove ball bearing"
+    material: str = ""  # as in the spec table, e.g. "stainless steel 1.4301"
+    finish: str = ""
 
     @property
     def has_image(self) -> bool:
@@ -182,6 +186,7 @@ class _Part:
     material: str
     weight_kg: float
     price: float
+    kind: str = ""  # the stem without codes, where the stem has them; "" = the stem
 
 
 def _n(value: float) -> str:
@@ -270,7 +275,7 @@ def _bearing(rng: random.Random) -> _Part:
     specs += [("Dynamic load rating C", f"{c} kN"), ("Static load rating C0", f"{static} kN"),
               ("Limiting speed", f"{_n(speed)} rpm")]
     facts = f"Dynamic load rating {c} kN, limiting speed {_n(speed)} rpm."
-    return _Part(stem, size, specs, facts, material, weight, rng.uniform(2, 60))
+    return _Part(stem, size, specs, facts, material, weight, rng.uniform(2, 60), kind=kind)
 
 
 def _linear(rng: random.Random) -> _Part:
@@ -742,7 +747,8 @@ def build_catalogue(n_products: int = 320, seed: int = 7) -> Catalogue:
             sku=sku, slug="", category=category.slug, name=name,
             description=_description(rng, part, uses, tradename), specs=specs,
             images=_gallery(rng, sku), tradename=tradename, price=round(part.price, 2),
-            lastmod=(first_day + timedelta(days=rng.randrange(600))).isoformat()))
+            lastmod=(first_day + timedelta(days=rng.randrange(600))).isoformat(),
+            kind=part.kind or part.stem, material=part.material, finish=finish))
 
     # Pick the awkward cases from disjoint sets of products, in exact numbers, so that even
     # a small catalogue has at least one of each.

@@ -25,6 +25,7 @@ import ctypes
 import logging
 import os
 import queue
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -33,8 +34,7 @@ import numpy as np
 
 from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
-from .prompt import (VALUE_STOPS, chat_template, clean_value, field_prefix, fit_chat_prompt, prompt_budget,
-                     record_seed, render_chat)
+from .prompt import PromptRenderer, chat_format, clean_value, field_prefix, prompt_budget, record_seed, value_end
 from .result import LabelResult, answer_result, count_result, new_stats
 
 log = logging.getLogger(__name__)
@@ -117,9 +117,11 @@ class LabelEngine:
         self._model = None
         self._ctx = None
         self._batch = None
-        self.template = ""
+        self.chat: PromptRenderer | None = None  # the prompt in the model's chat format
+        self._digit_tokens = None  # ids of every token with a digit (prompt.no_digits)
         self.n_ctx_seq = llm.n_ctx  # tokens one record may use, prompt and answer
-        self.stats = {**new_stats(), "decodes": 0, "prompt_tokens": 0}
+        # prefix_tokens: the shared prompt part (system text, examples), decoded once at start.
+        self.stats = {**new_stats(), "decodes": 0, "prompt_tokens": 0, "prefix_tokens": 0}
 
     @property
     def capacity(self) -> int:
@@ -273,8 +275,28 @@ class LabelEngine:
         self._batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
         self._piece = ctypes.create_string_buffer(256)
 
-        self.template = chat_template(self._model.metadata().get("tokenizer.chat_template"), self.prompt)
-        self._decode_prefix()
+        try:
+            fmt = chat_format(self._model.metadata().get("tokenizer.chat_template"), self.prompt)
+            self.chat = PromptRenderer(self.prompt, fmt)
+            shared = self.chat.shared()
+        except ValueError as e:
+            raise UserError(f"llm.model: its chat template does not render the prompt ({e})") from None
+        if self.prompt.no_digits:
+            self._digit_tokens = self._tokens_with_digits()
+        self._decode_prefix(shared)
+
+    def _tokens_with_digits(self) -> np.ndarray:
+        """Every token whose text has a digit, once per model: masked for no_digits fields."""
+        import llama_cpp
+
+        digit = re.compile(rb"[0-9]")
+        digits = []
+        for token in range(self._n_vocab):
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, True)
+            piece = self._piece.raw[:max(n, 0)]
+            if digit.search(piece) or re.search(r"\d", piece.decode(errors="ignore")):
+                digits.append(token)
+        return np.array(digits, dtype=np.int64)
 
     def _free(self) -> None:
         import llama_cpp
@@ -292,17 +314,16 @@ class LabelEngine:
     def _tokenize(self, text: str) -> list[int]:
         return self._model.tokenize(text.encode(), add_bos=True, special=True)
 
-    def _decode_prefix(self) -> None:
-        """The tokens of the prompt that every record shares, decoded once into sequence 0.
+    def _decode_prefix(self, shared: str) -> None:
+        """The tokens of the prompt that every record shares (system text, examples, the user
+        message up to the record), decoded once into sequence 0.
 
         Every record starts from exactly this cache, so its answer does not depend on which
         records came before it.
         """
-        user = self.prompt.user
-        cut = min(i for i in (user.find("{label}"), user.find("{text}")) if i >= 0)
-        shared = render_chat(self.template, self.prompt.system, user[:cut])
         # The last token may merge with what follows in a full prompt: leave it out.
         self._prefix = self._tokenize(shared)[:-1]
+        self.stats["prefix_tokens"] = len(self._prefix)
         if len(self._prefix) + 16 > self.n_ctx_seq:
             raise UserError(f"config: key 'llm.n_ctx': {self.llm.n_ctx} tokens do not hold the "
                             f"prompt's {len(self._prefix)} shared tokens")
@@ -317,10 +338,8 @@ class LabelEngine:
 
     def _chat_prompt(self, label: str, data: list[str]) -> tuple[str, bool]:
         """The prompt up to the first value, cut further if it would not fit the context."""
-        text, _, truncated = fit_chat_prompt(self.prompt, self.template, label, data, self.llm.max_input_chars,
-                                             prompt_budget(self.prompt, self.n_ctx_seq),
-                                             lambda chat: len(self._tokenize(chat)))
-        return text, truncated
+        return self.chat.fit(label, data, self.llm.max_input_chars, prompt_budget(self.prompt, self.n_ctx_seq),
+                             lambda chat: len(self._tokenize(chat)))
 
     def _admit(self, job: _Job, seq_id: int) -> _Seq | None:
         """Start a record in sequence seq_id; None when it is already finished (failed)."""
@@ -398,13 +417,11 @@ class LabelEngine:
             n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
             seq.value += self._piece.raw[:max(n, 0)]
             text = seq.value.decode(errors="ignore")
-            for stop in VALUE_STOPS:  # in this order, as llama-cpp-python's stop list
-                if stop in text:
-                    value = text[:text.index(stop)]
-                    break
-            else:
-                if seq.generated >= self.prompt.max_tokens[name]:
-                    value = text
+            end = value_end(self.prompt, name, text)  # a stop, a word over the limit, a digit
+            if end is not None:
+                value = text[:end]
+            elif seq.generated >= self.prompt.max_tokens[name]:
+                value = text
         if value is None:
             seq.pending = [token]
             return None
@@ -508,9 +525,16 @@ class LabelEngine:
 
         if not outputs:
             return []
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(len(outputs), self._n_vocab))
+        if self._digit_tokens is not None:
+            # Tokens with digits never win for a no_digits field (the sampler chains read the
+            # same logits buffer).
+            names = list(self.prompt.max_tokens)
+            rows = [i for i, (seq, _) in enumerate(outputs) if names[seq.field_index] in self.prompt.no_digits]
+            if rows:
+                logits[np.ix_(rows, self._digit_tokens)] = -np.inf
         if self.llm.temperature > 0:
             return [llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row) for seq, row in outputs]
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(len(outputs), self._n_vocab))
         return logits.argmax(axis=1).tolist()
 
 

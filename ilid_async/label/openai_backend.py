@@ -31,8 +31,7 @@ from yarl import URL
 
 from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
-from .prompt import (DEFAULT_TEMPLATE, VALUE_STOPS, clean_value, field_prefix, record_seed, render_chat,
-                     render_user)
+from .prompt import PromptRenderer, VALUE_STOPS, chat_format, clean_value, field_prefix, record_seed, value_end
 from .result import LabelResult, answer_result, count_result, new_stats
 
 log = logging.getLogger(__name__)
@@ -42,6 +41,9 @@ REASON_BAD_ANSWER = "server_bad_answer"  # not the JSON a completions endpoint a
 PROBE_TIMEOUT = 15.0  # seconds for the start-up check of one server
 MAX_RETRY_AFTER = 60.0  # a server's Retry-After is honoured up to this many seconds
 AVOID_SECONDS = 10.0  # a server that failed a request gets no new records for this long
+# A value without digits up to its closing quote or line end (the request's stops end it there).
+NO_DIGITS_GRAMMAR = 'root ::= [^0-9"\\n]* ["\\n]'
+
 
 
 class _Failed(Exception):
@@ -58,6 +60,7 @@ class _Server:
     url: str  # base URL without a trailing slash, e.g. http://10.0.0.5:8000/v1
     model: str | None = None  # sent as "model"; None = left to the server
     llama_cpp: bool = False  # llama-server: ask it to keep the prompt in its cache
+    grammar: bool = False  # takes a GBNF "grammar" (llama-server, llama-cpp-python's server)
     in_flight: int = 0  # records on this server now
     avoid_until: float = 0.0  # monotonic time; a failing server gets new records after this
     failing: bool = False  # its last request failed (warned once, not once per request)
@@ -78,7 +81,7 @@ class OpenAIBackend:
         self.llm = llm
         self.prompt = prompt
         # Raw completions: the chat format must be the served model's, written in the prompt file.
-        self.template = prompt.template or DEFAULT_TEMPLATE
+        self.chat = PromptRenderer(prompt, chat_format(None, prompt))
         self.stats = new_stats()
         self._servers = [_Server(i, url.rstrip("/"), llm.server_model or None)
                          for i, url in enumerate(llm.base_urls)]
@@ -168,6 +171,9 @@ class OpenAIBackend:
         # older llama-server versions drop the cached prompt without it, while older vLLM
         # versions refuse unknown fields (HTTP 400) and newer ones log a warning per request.
         server.llama_cpp = first.get("owned_by") == "llamacpp"
+        # llama-cpp-python's server lists its models as owned by "me"; both llama.cpp servers
+        # constrain sampling by a GBNF grammar (vLLM and SGLang do by other fields, or not).
+        server.grammar = first.get("owned_by") in ("llamacpp", "me")
         return True
 
     async def close(self, drain: bool = True) -> None:
@@ -195,9 +201,8 @@ class OpenAIBackend:
     async def _label(self, label: str, data: list[str]) -> LabelResult:
         async with self._slots:
             self.stats["records"] += 1
-            user, truncated = render_user(self.prompt, label, data, self.llm.max_input_chars)
+            text, truncated = self.chat.record(label, data, self.llm.max_input_chars)
             self.stats["truncated"] += truncated
-            text = render_chat(self.template, self.prompt.system, user)
             server = self._least_busy()
             server.in_flight += 1
             record = _Record(server)
@@ -226,13 +231,18 @@ class OpenAIBackend:
                     "temperature": self.llm.temperature, "top_p": self.llm.top_p}
             if seed is not None:
                 body["seed"] = seed
-            value = await self._complete(record, body)
+            value = await self._complete(record, body, digits=name not in self.prompt.no_digits)
+            # The field rules, as the engine keeps them while generating: the value ends before
+            # a digit or the first word over the limit, whatever the server sent.
+            end = value_end(self.prompt, name, value)
+            value = value if end is None else value[:end]
             fields[name] = clean_value(value)
             text += value
         return fields
 
-    async def _complete(self, record: _Record, body: dict) -> str:
-        """One completion: the generated text up to the first stop. Retries on the way."""
+    async def _complete(self, record: _Record, body: dict, digits: bool = True) -> str:
+        """One completion: the generated text up to the first stop. Retries on the way.
+        digits=False: servers that take a GBNF grammar are asked for a value without digits."""
         attempt = 0
         while True:
             server = record.server
@@ -241,6 +251,8 @@ class OpenAIBackend:
                 payload["model"] = server.model
             if server.llama_cpp:
                 payload["cache_prompt"] = True
+            if not digits and server.grammar:
+                payload["grammar"] = NO_DIGITS_GRAMMAR
             retry_after = None
             try:
                 async with self._session.post(f"{server.url}/completions", json=payload) as resp:

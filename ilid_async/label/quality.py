@@ -47,3 +47,49 @@ def label_quality(records: Iterable[Mapping[str, str | None]]) -> dict[str, int]
             if value and _DIGIT.search(value):
                 counts[f"digits_{name}"] = counts.get(f"digits_{name}", 0) + 1
     return counts
+
+
+# --- grounding ----------------------------------------------------------------------------------
+
+# Fields that name things the page must mention; a description may summarise in other words.
+GROUNDED_FIELDS = ("label_long", "label_short", "material", "material_finish")
+# Words a label may add that a page need not contain.
+_FUNCTION_WORDS = frozenset("a an and as at by for from in into of on or per the to with without".split())
+# Common English endings: "hinges" is grounded in "hinge", "plated" in "plating".
+_SUFFIXES = ("ing", "ed", "es", "s")
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def _stem(word: str) -> str:
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def _stems(text: str) -> set[str]:
+    return {_stem(word) for word in _LETTERS.findall(text.lower())}
+
+
+def page_words(label: str, data: Iterable[str]) -> set[str]:
+    """The word stems of a record's pre-filtered label and text: what its labels may use."""
+    words = _stems(label)
+    for piece in data:
+        words |= _stems(piece)
+    return words
+
+
+def ungrounded_fields(fields: Mapping[str, str | None], words: set[str]) -> list[str]:
+    """The GROUNDED_FIELDS whose value has a word (other than a function word) that the page
+    text (``page_words``) does not contain, allowing common suffixes. Empty values pass."""
+    return [name for name in GROUNDED_FIELDS
+            if fields.get(name) and not (_stems(fields[name]) - _FUNCTION_WORDS) <= words]
+
+
+def grounding_counts(rows: Iterable[tuple[str, list[str], Mapping[str, str | None]]]) -> dict[str, int]:
+    """Over (label, data, answer) rows: how many answers have each field not grounded."""
+    counts = {name: 0 for name in GROUNDED_FIELDS}
+    for label, data, fields in rows:
+        for name in ungrounded_fields(fields, page_words(label, data)):
+            counts[name] += 1
+    return counts
