@@ -31,7 +31,6 @@ RUN bash scripts/install-container.sh llama cuda /opt/ilid/venv
 COPY pyproject.toml README.md config.toml ./
 COPY ilid_async ilid_async
 COPY shops shops
-COPY prompts prompts
 RUN bash scripts/install-container.sh python cuda /opt/ilid/venv \
     && bash scripts/install-container.sh share /opt/ilid \
     && bash scripts/install-container.sh runtime-packages /opt/ilid/venv > /opt/ilid/runtime-packages.txt
@@ -62,7 +61,6 @@ RUN bash scripts/install-container.sh llama cpu /opt/ilid/venv
 COPY pyproject.toml README.md config.toml ./
 COPY ilid_async ilid_async
 COPY shops shops
-COPY prompts prompts
 RUN bash scripts/install-container.sh python cpu /opt/ilid/venv \
     && bash scripts/install-container.sh share /opt/ilid \
     && bash scripts/install-container.sh runtime-packages /opt/ilid/venv > /opt/ilid/runtime-packages.txt

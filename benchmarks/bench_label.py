@@ -1,8 +1,12 @@
 """Labelling throughput: the engine against the best a user gets from llama.cpp without it.
 
 All sides label the same pre-filtered records (benchmarks/label_records.py, a catalogue that is
-not the demo shop's) with the same model file, chat prompt, forced keys, value stops, per-field
-token caps, greedy decoding, n_ctx per record, threads and n_batch:
+not the demo shop's) with the same model file, chat prompt (the packaged one, with its worked
+examples), forced keys, value stops, per-field token caps, greedy decoding, n_ctx per record,
+threads and n_batch, and keep the same field rules, each as its interface allows: no digits
+(the engine masks them; (a) a numpy logits processor; (b) and (d) a GBNF grammar; (e) a schema
+pattern), and values ended at their word limit or where they repeat themselves (the engine while
+generating, (a) a stopping criterion, the servers' answers cut afterwards):
 
 (a) sequential: llama-cpp-python's high-level `Llama.create_completion`, one call per field on
     the growing text (forced key appended, value generated up to a stop). Llama keeps its
@@ -53,16 +57,19 @@ from label_records import RECORDS
 
 from ilid_async.config import LlmSettings, PromptConfig, load_prompt
 from ilid_async.filters import Rejected, prefilter_record
-from ilid_async.label.engine import LabelEngine, resolve_model_path
-from ilid_async.label.openai_backend import OpenAIBackend
-from ilid_async.label.prompt import (VALUE_STOPS, chat_template, clean_value, field_prefix, fit_chat_prompt,
-                                     prompt_budget, render_chat, render_user)
+from ilid_async.label.engine import LabelEngine, resolve_model_path, tokens_with_digits
+from ilid_async.label.openai_backend import NO_DIGITS_GRAMMAR, OpenAIBackend
+from ilid_async.label.prompt import (VALUE_STOPS, PromptRenderer, chat_format, clean_value, field_prefix,
+                                     prompt_budget, value_end)
 from ilid_async.label.quality import label_quality
 
-N_CTX = 1024  # tokens per record; the longest prompt here is about 600
+N_CTX = 2048  # tokens per record: the shared part (examples) is about 800, the longest record 600 more
 SIDES = ("sequential", "server", "backend", "schema", "engine")
 SERVER_SIDES = ("server", "backend", "schema")  # they share one llama-server
 SCHEMA_SYNTAX_TOKENS = 40  # (e): room for the JSON syntax around the values' token caps
+# (e)'s no-digits rule: a JSON string's characters without digits (nor the quote and backslash
+# that llama.cpp's pattern-to-grammar would otherwise let through raw, breaking the JSON).
+SCHEMA_NO_DIGITS = '^[^0-9"\\\\]*$'
 SERVER_START_TIMEOUT_S = 120
 REQUEST_TIMEOUT_S = 300
 
@@ -107,7 +114,8 @@ class ChatPrompts:
         self.llm, self.prompt = llm, prompt
         model_template = self._model.metadata().get("tokenizer.chat_template")
         self.model_has_template = bool(model_template)
-        self.template = chat_template(model_template, prompt)  # as the engine chooses it
+        self.renderer = PromptRenderer(prompt, chat_format(model_template, prompt))  # as the engine's
+        self.digit_tokens = tokens_with_digits(self._model.vocab)
         if model_template:
             self.template_source = "the model's chat template"
         else:
@@ -116,9 +124,8 @@ class ChatPrompts:
     def render(self, label: str, data: list[str]) -> tuple[str, str, bool]:
         """Chat prompt, its user message and whether the text was cut, exactly as the engine
         renders and shortens it to fit n_ctx."""
-        return fit_chat_prompt(self.prompt, self.template, label, data, self.llm.max_input_chars,
-                               prompt_budget(self.prompt, self.llm.n_ctx),
-                               lambda text: len(self._model.tokenize(text.encode(), add_bos=True, special=True)))
+        return self.renderer.fit(label, data, self.llm.max_input_chars, prompt_budget(self.prompt, self.llm.n_ctx),
+                                 lambda text: len(self._model.tokenize(text.encode(), add_bos=True, special=True)))
 
     def server_chat_template(self) -> str | None:
         """For (e): a Jinja chat template that makes llama-server's chat endpoint render the same
@@ -126,14 +133,9 @@ class ChatPrompts:
         server falls back to ChatML for a model without a template."""
         if self.model_has_template:
             return None
-        # Expressions only: llama.cpp's Jinja trims newlines next to {% %} blocks. The first
-        # message is the system one, the last the user one.
-        parts = re.split(r"(\{system\}|\{user\})", self.template)
-        if any(tag in part for part in parts[::2] for tag in ("{{", "{%", "{#")):
-            raise ValueError("the chat template holds Jinja syntax; (e) cannot reproduce it")
-        fill = {"{system}": "{{ messages[0]['content'] }}", "{user}": "{{ messages[-1]['content'] }}"}
-        # Like Jinja, the server drops a template's final newline: an empty expression keeps it.
-        return "".join(fill.get(part, part) for part in parts) + "{{ '' }}"
+        if not self.renderer.format.jinja:
+            raise ValueError("(e) needs the prompt's chat format as a Jinja template")
+        return self.renderer.format.source
 
     def close(self) -> None:
         self._model.close()
@@ -146,14 +148,36 @@ def answer_or_none(fields: dict[str, str | None]) -> dict[str, str | None] | Non
 
 # --- (a) the sequential llama-cpp-python loop -------------------------------------------------
 
-def run_sequential(prompts: list[str], path: str, llm: LlmSettings, prompt: PromptConfig) -> SideResult:
-    from llama_cpp import Llama
+def ruled_value(prompt: PromptConfig, name: str, text: str) -> str:
+    """A value as the field rules end it (every side: the engine ends it while generating)."""
+    end = value_end(prompt, name, text)
+    return text if end is None else text[:end]
+
+
+def run_sequential(prompts: list[str], path: str, llm: LlmSettings, prompt: PromptConfig,
+                   digit_tokens) -> SideResult:
+    """The field rules as a llama-cpp-python user keeps them: a logits processor that masks
+    the digit tokens (numpy, once per token) and a stopping criterion that ends a value when
+    the rules say so (detokenizing what was generated)."""
+    import numpy as np
+    from llama_cpp import Llama, LogitsProcessorList, StoppingCriteriaList
 
     model = Llama(model_path=path, n_ctx=llm.n_ctx, n_batch=llm.n_batch, n_ubatch=llm.n_batch,
                   n_threads=llm.n_threads, n_threads_batch=llm.n_threads,
                   flash_attn=llm.flash_attn == "on", seed=llm.seed, verbose=False,
                   swa_full=True)  # Gemma 3: without it Llama cannot cut its cache back to a prefix
     answers, tokens = [], 0
+
+    def no_digits(input_ids, scores):
+        scores[digit_tokens] = -np.inf
+        return scores
+
+    def rules_stop(name: str, n_prompt: int):
+        def stop(input_ids, logits) -> bool:
+            text = model.detokenize(input_ids[n_prompt:].tolist()).decode(errors="ignore")
+            return value_end(prompt, name, text) is not None
+        return StoppingCriteriaList([stop])
+
     try:
         start = time.perf_counter()
         for text in prompts:
@@ -161,9 +185,12 @@ def run_sequential(prompts: list[str], path: str, llm: LlmSettings, prompt: Prom
             try:
                 for index, (name, cap) in enumerate(prompt.max_tokens.items()):
                     text += field_prefix(index, name)
-                    out = model.create_completion(text, max_tokens=cap, stop=VALUE_STOPS,
-                                                  temperature=0.0)
-                    value = out["choices"][0]["text"]
+                    n_prompt = len(model.tokenize(text.encode(), special=True))
+                    masks = LogitsProcessorList([no_digits]) if name in prompt.no_digits else None
+                    out = model.create_completion(text, max_tokens=cap, stop=VALUE_STOPS, temperature=0.0,
+                                                  logits_processor=masks,
+                                                  stopping_criteria=rules_stop(name, n_prompt))
+                    value = ruled_value(prompt, name, out["choices"][0]["text"])
                     tokens += out["usage"]["completion_tokens"]
                     fields[name] = clean_value(value)
                     text += value
@@ -297,10 +324,12 @@ async def run_server(prompts: list[str], server: LlamaServer, prompt: PromptConf
                 # A client keeps to its own slot, so every call finds its record's tokens there.
                 request = {"prompt": text, "n_predict": cap, "stop": VALUE_STOPS,
                            "temperature": 0, "cache_prompt": True, "id_slot": slot}
+                if name in prompt.no_digits:  # the field rules as the server takes them
+                    request["grammar"] = NO_DIGITS_GRAMMAR
                 async with session.post(f"{server.url}/completion", json=request) as response:
                     response.raise_for_status()
                     out = await response.json()
-                value, timings = out["content"], out.get("timings", {})
+                value, timings = ruled_value(prompt, name, out["content"]), out.get("timings", {})
                 tokens += out.get("tokens_predicted", timings.get("predicted_n", 0))
                 decoded += timings.get("prompt_n", 0)
                 reused += timings.get("cache_n", 0)
@@ -326,9 +355,7 @@ async def run_backend(records: list[tuple[str, list[str]]], prompts: list[str], 
     backend = OpenAIBackend(settings, prompt)
     # The backend renders its own prompts (the prompt file's template, max_input_chars only), as
     # its _label does; they must be the other sides' texts or the comparison is off.
-    own = [render_chat(backend.template, prompt.system,
-                       render_user(prompt, label, data, settings.max_input_chars)[0])
-           for label, data in records]
+    own = [backend.chat.record(label, data, settings.max_input_chars)[0] for label, data in records]
     differ = sum(a != b for a, b in zip(own, prompts))
     if differ:
         print(f"WARNING (d): the backend's prompt differs from the other sides' for {differ}/"
@@ -347,20 +374,25 @@ async def run_backend(records: list[tuple[str, list[str]]], prompts: list[str], 
 def labels_response_format(prompt: PromptConfig) -> dict:
     """The five fields as required strings, in the prompt's order; nothing else allowed."""
     names = list(prompt.max_tokens)
-    schema = {"type": "object", "properties": {name: {"type": "string"} for name in names},
+    # The field rules as a schema has them: no digits by pattern (word limits are applied after).
+    schema = {"type": "object", "properties": {
+                  name: {"type": "string", **({"pattern": SCHEMA_NO_DIGITS} if name in prompt.no_digits else {})}
+                  for name in names},
               "required": names, "additionalProperties": False}
     return {"type": "json_schema", "json_schema": {"name": "labels", "schema": schema}}
 
 
-def parse_labels(content: str, names: list[str]) -> dict[str, str | None] | None:
-    """The schema's object, values cleaned as the other sides clean theirs; None: a failure."""
+def parse_labels(content: str, prompt: PromptConfig) -> dict[str, str | None] | None:
+    """The schema's object, values ended by the field rules and cleaned as the other sides';
+    None: a failure."""
+    names = list(prompt.max_tokens)
     try:
         answer = json.loads(content)
     except json.JSONDecodeError:
         return None
     if not isinstance(answer, dict) or not all(isinstance(answer.get(name), str) for name in names):
         return None
-    return answer_or_none({name: clean_value(answer[name]) for name in names})
+    return answer_or_none({name: clean_value(ruled_value(prompt, name, answer[name])) for name in names})
 
 
 async def post_json(session: "aiohttp.ClientSession", url: str, body: dict) -> dict:
@@ -382,8 +414,12 @@ async def run_schema(users: list[str], prompts: list[str], server: LlamaServer, 
     tokens = cut = 0
     next_record = iter(range(len(users)))
 
+    turns = []  # the examples, as earlier turns
+    for question, answer in PromptRenderer(prompt, chat_format(None, prompt)).turns:
+        turns += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
     def messages(user: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": prompt.system}, {"role": "user", "content": user}]
+        return [{"role": "system", "content": prompt.system}, *turns, {"role": "user", "content": user}]
 
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal tokens, cut
@@ -394,7 +430,7 @@ async def run_schema(users: list[str], prompts: list[str], server: LlamaServer, 
             choice = out["choices"][0]
             tokens += (out.get("usage") or {}).get("completion_tokens", 0)
             cut += choice.get("finish_reason") == "length"
-            answers[index] = parse_labels(choice["message"].get("content") or "", names)
+            answers[index] = parse_labels(choice["message"].get("content") or "", prompt)
 
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -497,7 +533,7 @@ def main() -> None:
 
     results: dict[str, SideResult] = {}
     if "sequential" in sides:
-        results["sequential"] = run_sequential(prompts, path, llm, prompt)
+        results["sequential"] = run_sequential(prompts, path, llm, prompt, chat.digit_tokens)
     if any(side in SERVER_SIDES for side in sides):
         binary = args.llama_server or llama_server_binary()
         # One server for (b), (d) and (e); the chat template only matters to (e)'s chat endpoint.

@@ -39,7 +39,7 @@ from ilid_async.demo.catalogue import TRADENAMES, Product, build_catalogue
 from ilid_async.demo.server import _Pages
 from ilid_async.filters import Rejected, apply_no_value_rule, compile_tradename, postfilter, prefilter_record
 from ilid_async.label.engine import LabelEngine
-from ilid_async.label.quality import GROUNDED_FIELDS, page_words, quality_issues, ungrounded_fields
+from ilid_async.label.quality import GROUNDED_FIELDS, page_words, quality_issues, stem_words, ungrounded_fields
 from ilid_async.page_pool import PageJob, PageRecord, process_page
 
 PEER_PROMPT = Path(__file__).resolve().parent / "prompt_zero_shot.toml"
@@ -47,7 +47,6 @@ BASE = "http://127.0.0.1:8642"  # the demo's URL in config.toml: the pages as a 
 # Materials whose first word alone does not say what they are.
 _TWO_WORD_MATERIALS = ("stainless steel", "bearing steel", "cast iron")
 _FILLER = frozenset("a an and with of or in".split())
-_LETTERS = re.compile(r"[^\W\d_]+")
 _TRADENAMES = re.compile(r"\b(" + "|".join(t.lower() for t in TRADENAMES) + r")\b")
 
 
@@ -58,36 +57,25 @@ class Item:
     product: Product | None  # None: not from the demo catalogue
 
 
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
-
-
-def stems(text: str | None) -> list[str]:
-    return [_stem(w) for w in _LETTERS.findall((text or "").lower())]
-
-
 def names_type(short: str | None, kind: str) -> tuple[bool, bool]:
     """(the short label has the type's head noun, it has every word of the type)."""
-    core = stems(kind.lower().split(" with ")[0])
-    words = set(stems(short))
+    core = stem_words(kind.lower().split(" with ")[0])
+    words = set(stem_words(short))
     return core[-1] in words, set(core) <= words
 
 
 def material_matches(answer: str | None, truth: str) -> bool:
     """Every word of the answer is one of the truth's (digits aside), and the answer has the
     word that says what the material is ("steel" is not "stainless steel")."""
-    truth_words = stems(truth)
-    words = set(stems(answer)) - _FILLER
+    truth_words = stem_words(truth)
+    words = set(stem_words(answer)) - _FILLER
     core = truth_words[:2] if truth.lower().startswith(_TWO_WORD_MATERIALS) else truth_words[:1]
     return bool(words) and words <= set(truth_words) and set(core) <= words
 
 
 def finish_matches(answer: str | None, truth: str) -> bool:
-    words = set(stems(answer)) - _FILLER
-    return bool(words) and words <= set(stems(truth))
+    words = set(stem_words(answer)) - _FILLER
+    return bool(words) and words <= set(stem_words(truth))
 
 
 def demo_items(limit: int) -> list[Item]:

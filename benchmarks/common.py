@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from ilid_async.config import PACKAGED_PROMPT
+
 REPO = Path(__file__).resolve().parent.parent
-PROMPT = REPO / "prompts" / "default.toml"
+PROMPT = PACKAGED_PROMPT  # what a config without llm.prompt uses
 
 # The demo shop's selectors (shops/demo.toml without the comments), for a shop at {base}.
 DEMO_SHOP = """source = "{name}"
@@ -27,7 +29,7 @@ def write_crawl_config(folder: Path, shops: dict[str, str], http: str) -> Path:
         (folder / f"{name}.toml").write_text(DEMO_SHOP.format(name=name, base=base))
     config = folder / "config.toml"
     names = ", ".join(f'"{name}.toml"' for name in shops)
-    config.write_text(f'[run]\ndir = "run"\nshops = [{names}]\n[llm]\nprompt = "{PROMPT}"\n{http}')
+    config.write_text(f'[run]\ndir = "run"\nshops = [{names}]\n{http}')
     return config
 
 

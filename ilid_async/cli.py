@@ -145,9 +145,9 @@ def _stats(args: argparse.Namespace) -> int:
     source = Path(args.source)
     if source.suffix == ".toml":
         cfg = load_config(source)
-        dataset, images = cfg.dataset_path, cfg.images_dir
-    else:
-        dataset, images = source, source.parent / "images"
+        dataset, images, store_path = cfg.dataset_path, cfg.images_dir, cfg.store_path
+    else:  # a dataset file alone has no page text, so no label-quality lines
+        dataset, images, store_path = source, source.parent / "images", None
     images = Path(args.images) if args.images else images
     out = Path(args.out) if args.out else dataset.parent / "report"
     try:
@@ -161,6 +161,17 @@ def _stats(args: argparse.Namespace) -> int:
     stats = compute_stats(entries)
     print(f"dataset: {dataset}")
     print(format_stats(stats))
+    if store_path is not None and store_path.is_file():
+        from .report import label_quality_lines
+        from .store import Store
+
+        store = Store(store_path, readonly=True)
+        try:
+            lines = label_quality_lines(store)
+        finally:
+            store.close()
+        if lines:
+            print("\n" + "\n".join(lines))
     try:
         index = write_report(out, stats, entries, dataset_path=dataset, images_dir=images, sample=args.sample)
     except OSError as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .label.quality import GROUNDED_FIELDS
 
 DEMO_PLACEHOLDER = "{demo}"
 LABEL_FIELDS = ("label_long", "label_short", "description", "material", "material_finish")
@@ -150,6 +151,9 @@ class OutputSettings:
 @dataclass
 class FilterSettings:
     min_field_length: int = 4
+    # Fields whose not-grounded labels (a word the page text lacks) reject the record;
+    # default none = count only (label_long, label_short, material, material_finish).
+    reject_ungrounded: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -489,6 +493,9 @@ def load_config(path: str | Path) -> Config:
     for index, name in enumerate(cfg.output.formats):
         _require(name in OUTPUT_FORMATS, f, f"output.formats[{index}]", f"one of {', '.join(OUTPUT_FORMATS)}")
     _require(cfg.output.shard_size > 0, f, "output.shard_size", "must be > 0")
+    for index, name in enumerate(cfg.filters.reject_ungrounded):
+        _require(name in GROUNDED_FIELDS, f, f"filters.reject_ungrounded[{index}]",
+                 f"one of {', '.join(GROUNDED_FIELDS)}")
     if "parquet" in cfg.output.formats:
         _require(importlib.util.find_spec("pyarrow") is not None, f, "output.formats",
                  "parquet needs pyarrow (pip install 'ilid-async[parquet]')")

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
@@ -27,6 +27,7 @@ from .errors import ItemError, UserError
 from .extract import NotExtracted
 from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter
 from .http import HttpClient
+from .label.quality import page_words, ungrounded_fields
 from .download import download_image
 from .images import Encoding, ImageError, image_pool
 from .outputs import OutputPlan, find_duplicates, write_outputs
@@ -45,6 +46,16 @@ PAGES_IN_FLIGHT = 2  # pages leased per connection allowed (see _run_stages)
 
 # Page outcomes that are item failures; the other outcomes are fine pages that are not products.
 PAGE_FAILURES = {"undecodable_page", REASON_EXTRACTION_ERROR}
+
+
+def ungrounded_rejection(answer: dict[str, str | None], label: str, data: list[str],
+                         fields: Collection[str]) -> str | None:
+    """The post-filter reason for an answer with a label in ``fields`` (filters.reject_ungrounded)
+    that is not grounded in the page text (the first in GROUNDED_FIELDS order), else None."""
+    if not fields:
+        return None
+    bad = (name for name in ungrounded_fields(answer, page_words(label, data)) if name in fields)
+    return next((f"ungrounded_{name}" for name in bad), None)
 
 
 class Stage:
@@ -392,6 +403,11 @@ class Pipeline:
         if isinstance(labels, Rejected):
             self.store.commit_labels(task.id, answer=answer, labels=None, folder=None,
                                      reject=("postfilter", labels.reason))
+            return
+        reason = ungrounded_rejection(answer, task.label, task.data, self.cfg.filters.reject_ungrounded)
+        if reason:
+            self.store.commit_labels(task.id, answer=answer, labels=None, folder=None,
+                                     reject=("postfilter", reason))
             return
         fields = asdict(labels)
         folder = fields.pop("folder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from .label.quality import DESCRIPTION_MAX_WORDS, SHORT_LABEL_MAX_WORDS, label_quality
+from .label.quality import DESCRIPTION_MAX_WORDS, SHORT_LABEL_MAX_WORDS, grounding_counts, label_quality
 from .store import Store
 
 def _reasons(counter: Counter) -> str:
@@ -70,6 +70,21 @@ def stage_summary(store: Store) -> list[dict]:
     return rows
 
 
+def label_quality_lines(store: Store) -> list[str]:
+    """The summary's label-quality lines (none before any answer): rule breaks, then fields
+    with a word the record's pre-filtered page text does not contain."""
+    quality = label_quality(store.answers())
+    if not quality["records"]:
+        return []
+    grounding = grounding_counts(store.labelled_texts())
+    return [
+        f"label quality of {quality['records']} answers: label_short over {SHORT_LABEL_MAX_WORDS} words "
+        f"{quality['label_short_over_4_words']}, description over {DESCRIPTION_MAX_WORDS} words "
+        f"{quality['description_over_30_words']}, with digits {quality['with_digits']}",
+        "labels not grounded in the page text: " + ", ".join(f"{name} {n}" for name, n in grounding.items()),
+    ]
+
+
 def format_summary(store: Store) -> str:
     lines = [f"{'stage':<11}{'found':>8}{'done':>8}{'pending':>9}  rejected / failed (reasons)"]
     for row in stage_summary(store):
@@ -85,12 +100,7 @@ def format_summary(store: Store) -> str:
     counters = store.counters()
     if counters.get("label_input_truncated"):
         lines.append(f"label inputs truncated to fit: {counters['label_input_truncated']}")
-    quality = label_quality(store.answers())
-    if quality["records"]:
-        lines.append(
-            f"label quality of {quality['records']} answers: label_short over {SHORT_LABEL_MAX_WORDS} words "
-            f"{quality['label_short_over_4_words']}, description over {DESCRIPTION_MAX_WORDS} words "
-            f"{quality['description_over_30_words']}, with digits {quality['with_digits']}")
+    lines += label_quality_lines(store)
     if "exact_duplicates" in counters:
         lines.append(f"duplicate images: {counters['exact_duplicates']} exact copies, "
                      f"{counters.get('near_duplicates', 0)} near copies (images.duplicates decides)")

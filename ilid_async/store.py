@@ -528,6 +528,12 @@ class Store:
         for (answer,) in self.db.execute("SELECT answer FROM records WHERE answer IS NOT NULL"):
             yield orjson.loads(answer)
 
+    def labelled_texts(self) -> Iterator[tuple[str, list[str], dict]]:
+        """(pre-filtered label, data, answer) of every labelled record: what grounding checks."""
+        for label, data, answer in self.db.execute(
+                "SELECT label, data, answer FROM records WHERE answer IS NOT NULL"):
+            yield label or "", orjson.loads(data) if data else [], orjson.loads(answer)
+
     # --- counters and status --------------------------------------------------------------
 
     def bump(self, name: str, by: int = 1) -> None:

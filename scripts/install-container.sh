@@ -133,7 +133,8 @@ cmd_runtime_packages() {
 cmd_share() {
   local dir=${1:?DIR missing}
   mkdir -p "$dir/share"
-  cp -r "$SRC/config.toml" "$SRC/shops" "$SRC/prompts" "$dir/share/"
+  # The packaged prompt as a starting point for a prompt of one's own (llm.prompt names it).
+  cp -r "$SRC/config.toml" "$SRC/shops" "$SRC/ilid_async/prompts" "$dir/share/"
   cp "$HERE/install-container.sh" "$dir/install-container.sh"
 }
 

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from ilid_async.config import PACKAGED_PROMPT
 from shop import ShopServer
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_PROMPT = REPO / "prompts" / "default.toml"
+DEFAULT_PROMPT = PACKAGED_PROMPT  # with worked examples: n_ctx 2048 holds it
+# The instruction-only prompt ilid-async shipped before examples and field rules (the quality
+# benchmark's peer): a prompt without examples, in the one-turn {system}/{user} template form.
+ZERO_SHOT_PROMPT = REPO / "benchmarks" / "prompt_zero_shot.toml"
 
 
 @pytest.fixture
@@ -30,7 +34,7 @@ def write_config(tmp_path: Path, shop_toml: str, **sections: str) -> Path:
     tables = {
         "run": 'dir = "run"\nshops = ["shops/testshop.toml"]',
         "http": "allow_loopback = true\nbackoff = 0.05\nper_host_rate = 0\nper_host_concurrency = 8",
-        "llm": f'prompt = "{DEFAULT_PROMPT}"\nn_ctx = 1024',
+        "llm": f'prompt = "{DEFAULT_PROMPT}"\nn_ctx = 2048',
     }
     merged: dict[str, dict[str, str]] = {}
     for name, lines in [*tables.items(), *sections.items()]:

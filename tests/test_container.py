@@ -89,7 +89,7 @@ def test_dockerfile_copies_what_the_package_build_needs():
     for line in re.findall(r"^COPY\s+(?!--from)(.+)$", DOCKERFILE.read_text(), re.M):
         copied.update(line.split()[:-1])
     # pyproject names README.md as the readme; the share step copies config, shops, prompts
-    for needed in ("pyproject.toml", "README.md", "ilid_async", "config.toml", "shops", "prompts",
+    for needed in ("pyproject.toml", "README.md", "ilid_async", "config.toml", "shops",
                    "scripts/install-container.sh", "scripts/install-llama-cpp.sh"):
         assert needed in copied, needed
         assert (REPO / needed).exists(), needed

@@ -7,10 +7,11 @@ import asyncio
 import pytest
 import pytest_asyncio
 
-from conftest import DEFAULT_PROMPT
+from conftest import DEFAULT_PROMPT, ZERO_SHOT_PROMPT
 from ilid_async.config import LABEL_FIELDS, LlmSettings, load_prompt
 from ilid_async.label.engine import LabelEngine
-from ilid_async.label.prompt import clean_value, field_prefix, render_chat, render_user
+from ilid_async.label.chat_format import ChatFormat
+from ilid_async.label.prompt import clean_value, field_prefix, render_user
 from ilid_async.label.quality import label_quality, quality_issues
 
 # The async tests share one event loop so they can share one loaded model.
@@ -22,7 +23,7 @@ HINGE = ("Hinge zinc die-cast", ["Hinge for aluminium profiles.", "Material", "z
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def engine():
-    eng = LabelEngine(LlmSettings(n_ctx=1024, n_parallel=4), load_prompt(DEFAULT_PROMPT))
+    eng = LabelEngine(LlmSettings(n_ctx=2048, n_parallel=4), load_prompt(DEFAULT_PROMPT))
     await eng.start()
     yield eng
     await eng.close()
@@ -60,7 +61,7 @@ async def test_long_input_is_truncated_and_counted(engine):
 
 @shared_loop
 async def test_context_overflow_is_recorded_not_raised():
-    eng = LabelEngine(LlmSettings(n_ctx=256), load_prompt(DEFAULT_PROMPT))
+    eng = LabelEngine(LlmSettings(n_ctx=256), load_prompt(ZERO_SHOT_PROMPT))
     await eng.start()
     try:
         result = await eng.label(*HINGE)
@@ -73,7 +74,7 @@ async def test_context_overflow_is_recorded_not_raised():
 
 @shared_loop
 async def test_close_drains_the_queue():
-    eng = LabelEngine(LlmSettings(n_ctx=1024), load_prompt(DEFAULT_PROMPT))
+    eng = LabelEngine(LlmSettings(n_ctx=2048), load_prompt(DEFAULT_PROMPT))
     await eng.start()
     futures = [asyncio.ensure_future(eng.label(*HINGE)) for _ in range(3)]
     await asyncio.sleep(0)  # let the three jobs reach the queue before the stop marker
@@ -88,8 +89,8 @@ def test_prompt_rendering_is_plain_text():
     assert "Label: Hinge {x}" in user and "Text: a, b {y}" in user and not cut
     user, cut = render_user(prompt, "Hinge", ["word " * 100], max_chars=42)
     assert cut and "Text: " + ("word " * 8).strip() in user and "word " * 9 not in user
-    chat = render_chat("<u>{system}|{user}</u>", "S", "U")
-    assert chat == "<u>S|U</u>"
+    chat = ChatFormat("<u>{system}|{user}</u>").render("S", [], "U {x}")
+    assert chat == "<u>S|U {x}</u>"
     assert field_prefix(0, "label_long") == '{"label_long": "'
     assert field_prefix(2, "description") == '", "description": "'
     assert clean_value("  zinc\\  die-cast ") == "zinc die-cast"
@@ -98,7 +99,7 @@ def test_prompt_rendering_is_plain_text():
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def reproducible_engine():
-    eng = LabelEngine(LlmSettings(n_ctx=1024, n_parallel=4, reproducible=True), load_prompt(DEFAULT_PROMPT))
+    eng = LabelEngine(LlmSettings(n_ctx=2048, n_parallel=4, reproducible=True), load_prompt(DEFAULT_PROMPT))
     await eng.start()
     yield eng
     await eng.close()
@@ -172,7 +173,7 @@ async def test_a_failing_record_fails_alone_among_others(engine):
 async def test_every_sequence_may_fill_its_context_at_once(engine):
     """llm.n_ctx is per record: n_parallel records of the most text allowed fit the one shared
     cache together."""
-    assert engine.n_ctx_seq == 1024
+    assert engine.n_ctx_seq == 2048
     longest = [(f"Gas spring {i}", [f"stroke force details {i} " * 300]) for i in range(engine.capacity)]
     results = await asyncio.gather(*(engine.label(*r) for r in longest))
     assert all(r.truncated and r.fields is not None for r in results)
@@ -180,7 +181,7 @@ async def test_every_sequence_may_fill_its_context_at_once(engine):
 
 @shared_loop
 async def test_close_without_drain_abandons_in_flight_and_queued():
-    eng = LabelEngine(LlmSettings(n_ctx=1024, n_parallel=2), load_prompt(DEFAULT_PROMPT))
+    eng = LabelEngine(LlmSettings(n_ctx=2048, n_parallel=2), load_prompt(DEFAULT_PROMPT))
     await eng.start()
     futures = [asyncio.ensure_future(eng.label(*r)) for r in PARTS]
     while eng.stats["records"] < 2:  # both sequences busy, the rest queued
@@ -193,7 +194,7 @@ async def test_close_without_drain_abandons_in_flight_and_queued():
 
 
 def sampling_engine(seed: int) -> LabelEngine:
-    return LabelEngine(LlmSettings(n_ctx=1024, n_parallel=2, temperature=1.0, top_p=0.95, seed=seed,
+    return LabelEngine(LlmSettings(n_ctx=2048, n_parallel=2, temperature=1.0, top_p=0.95, seed=seed,
                                    reproducible=True), load_prompt(DEFAULT_PROMPT))
 
 

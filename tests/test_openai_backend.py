@@ -239,8 +239,10 @@ class FlakyCompletions:
     """A loopback completions server that answers the way overloaded or broken servers do:
     429 with Retry-After, 503, then answers; or JSON that is not a completion."""
 
-    def __init__(self, busy_answers: int = 0, malformed: bool = False, down: bool = False):
+    def __init__(self, busy_answers: int = 0, malformed: bool = False, down: bool = False,
+                 answer: str = 'steel" and more'):
         self.base_url = ""
+        self.answer = answer  # the text of every completion
         self.busy_answers = busy_answers
         self.malformed = malformed
         self.down = down  # every completion answers 503
@@ -260,7 +262,7 @@ class FlakyCompletions:
             return web.Response(status=503)
         if self.malformed:
             return web.json_response({"choices": []})
-        return web.json_response({"choices": [{"text": 'steel" and more', "index": 0}],
+        return web.json_response({"choices": [{"text": self.answer, "index": 0}],
                                   "usage": {"completion_tokens": 2}})
 
 
@@ -463,3 +465,57 @@ SHOP = SHOP_TOML.replace("{base}", "http://127.0.0.1:9")
 def test_bad_server_config_is_one_line_exit_2(tmp_path, monkeypatch, llm, expected):
     monkeypatch.delenv("ILID_TEST_UNSET_KEY", raising=False)
     assert_one_line_exit_2(write_config(tmp_path, SHOP, llm=llm), expected)
+
+
+# --- the field rules on servers -----------------------------------------------------------------
+
+async def test_a_server_without_grammar_gets_its_values_cut_by_the_rules(tmp_path):
+    """A server that takes no constraint (not of the llama.cpp family) writes what it likes;
+    every value still keeps the word limits and has no digits."""
+    rambling = ShopServer(FlakyCompletions(answer="deep groove ball bearing with seals 62 mm and more")).start()
+    try:
+        backend = OpenAIBackend(settings(f"{rambling.base_url}/v1"), load_prompt(short_prompt(tmp_path)))
+        await backend.start()
+        result = await backend.label(*HINGE)
+        await backend.close()
+        sent = rambling.shop.completions
+    finally:
+        rambling.stop()
+    assert not any("grammar" in body for body in sent)
+    assert result.fields["label_short"] == "deep groove ball bearing"  # 4 words
+    assert result.fields["material"] == "deep groove ball bearing"  # 5 words, no dangling "with"
+    assert result.fields["description"] == "deep groove ball bearing with seals"  # ends before the digit
+    # The next request continues the text as cut, as the engine's forced keys do.
+    assert '"label_short": "deep groove ball bearing", "description": "' in sent[2]["prompt"]
+
+
+async def test_a_llama_cpp_server_samples_no_digits(server, tmp_path):
+    """llama-cpp-python's server takes the GBNF grammar: the same prompt that makes the model
+    write a number gives a value without digits, ended at its closing quote."""
+    import aiohttp
+
+    from ilid_async.label.openai_backend import NO_DIGITS_GRAMMAR
+
+    body = {"prompt": 'Counting: "1, 2, 3, 4, 5, 6, ', "max_tokens": 8, "temperature": 0, "stop": ['"', "\n"]}
+    async with aiohttp.ClientSession() as session:
+        texts = []
+        for extra in ({}, {"grammar": NO_DIGITS_GRAMMAR}):
+            async with session.post(f"{server.url}/completions", json={**body, **extra}) as resp:
+                assert resp.status == 200
+                texts.append((await resp.json())["choices"][0]["text"])
+    free, ruled = texts
+    assert any(c.isdigit() for c in free)  # the prompt does tempt the model
+    assert not any(c.isdigit() for c in ruled)
+
+    backend = OpenAIBackend(settings(server.url, max_in_flight=2), load_prompt(short_prompt(tmp_path)))
+    await backend.start()
+    try:
+        assert backend._servers[0].grammar
+        results = await asyncio.gather(*(backend.label(f"{name} 40 x 40 mm", [f"{name} 40 x 40 mm, 120 N, 2.5 kg"])
+                                         for name in ("Hinge", "Castor", "Clamp")))
+    finally:
+        await backend.close()
+    for result in results:
+        assert result.fields is not None
+        assert not any(c.isdigit() for v in result.fields.values() if v for c in v)
+        assert len((result.fields["label_short"] or "").split()) <= 4

@@ -94,6 +94,22 @@ class _Seq:
     fields: dict[str, str | None] = field(default_factory=dict)
 
 
+def tokens_with_digits(vocab) -> np.ndarray:
+    """The ids of every token of a llama.cpp vocabulary whose text has a digit: computed once
+    per model, masked while a no_digits field is generated."""
+    import llama_cpp
+
+    piece = ctypes.create_string_buffer(256)
+    ascii_digit, any_digit = re.compile(rb"[0-9]"), re.compile(r"\d")
+    digits = []
+    for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+        n = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, True)
+        text = piece.raw[:max(n, 0)]
+        if ascii_digit.search(text) or any_digit.search(text.decode(errors="ignore")):
+            digits.append(token)
+    return np.array(digits, dtype=np.int64)
+
+
 def resolve_model_path(llm: LlmSettings) -> str:
     if llm.model:
         return llm.model
@@ -282,21 +298,8 @@ class LabelEngine:
         except ValueError as e:
             raise UserError(f"llm.model: its chat template does not render the prompt ({e})") from None
         if self.prompt.no_digits:
-            self._digit_tokens = self._tokens_with_digits()
+            self._digit_tokens = tokens_with_digits(self._vocab)
         self._decode_prefix(shared)
-
-    def _tokens_with_digits(self) -> np.ndarray:
-        """Every token whose text has a digit, once per model: masked for no_digits fields."""
-        import llama_cpp
-
-        digit = re.compile(rb"[0-9]")
-        digits = []
-        for token in range(self._n_vocab):
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, True)
-            piece = self._piece.raw[:max(n, 0)]
-            if digit.search(piece) or re.search(r"\d", piece.decode(errors="ignore")):
-                digits.append(token)
-        return np.array(digits, dtype=np.int64)
 
     def _free(self) -> None:
         import llama_cpp
@@ -338,8 +341,10 @@ class LabelEngine:
 
     def _chat_prompt(self, label: str, data: list[str]) -> tuple[str, bool]:
         """The prompt up to the first value, cut further if it would not fit the context."""
-        return self.chat.fit(label, data, self.llm.max_input_chars, prompt_budget(self.prompt, self.n_ctx_seq),
-                             lambda chat: len(self._tokenize(chat)))
+        budget = prompt_budget(self.prompt, self.n_ctx_seq)
+        text, _, truncated = self.chat.fit(label, data, self.llm.max_input_chars, budget,
+                                           lambda chat: len(self._tokenize(chat)))
+        return text, truncated
 
     def _admit(self, job: _Job, seq_id: int) -> _Seq | None:
         """Start a record in sequence seq_id; None when it is already finished (failed)."""

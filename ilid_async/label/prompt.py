@@ -96,16 +96,18 @@ class PromptRenderer:
         return text[:text.index(_RECORD_MARK)]
 
     def fit(self, label: str, data: list[str], max_chars: int, budget: int,
-            count_tokens: Callable[[str], int]) -> tuple[str, bool]:
-        """(chat text, whether the page text was cut): cut to max_chars, then shorter until the
-        chat text fits ``budget`` tokens. OverflowError when even no text does not fit."""
+            count_tokens: Callable[[str], int]) -> tuple[str, str, bool]:
+        """(chat text, user message, whether the page text was cut): cut to max_chars, then
+        shorter until the chat text fits ``budget`` tokens. OverflowError when even no text
+        does not fit."""
         truncated = False
         while True:
-            text, cut = self.record(label, data, max_chars)
+            user, cut = render_user(self.prompt, label, data, max_chars)
+            text = self.chat(user)
             truncated |= cut
             n_tokens = count_tokens(text)
             if n_tokens <= budget:
-                return text, truncated
+                return text, user, truncated
             if max_chars < 50:
                 raise OverflowError("prompt does not fit the context even without page text")
             max_chars = int(max_chars * budget / n_tokens * 0.9)

@@ -62,13 +62,20 @@ _LETTERS = re.compile(r"[^\W\d_]+")
 
 def _stem(word: str) -> str:
     for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
+        if word.endswith(suffix) and not word.endswith("ss") and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    # "hinge", "hinges": "hing"; "plate", "plated", "plating": "plat".
+    return word[:-1] if word.endswith("e") and len(word) > 3 else word
+
+
+def stem_words(text: str | None) -> list[str]:
+    """The words of a text, lower-cased and without common endings, in order."""
+    return [_stem(word) for word in _LETTERS.findall((text or "").lower())]
 
 
 def _stems(text: str) -> set[str]:
-    return {_stem(word) for word in _LETTERS.findall(text.lower())}
+    return set(stem_words(text))
 
 
 def page_words(label: str, data: Iterable[str]) -> set[str]:
