@@ -30,7 +30,7 @@ many answers equal (a)'s (greedy decoding: they differ only where batching chang
 and the ratios engine / (a), engine / (b), (d) / (b) and (e) / (d).
 
     .venv/bin/python benchmarks/bench_label.py [--records 24] [--parallel 8] [--threads N]
-        [--skip-server | --only SIDE [SIDE ...]] [--show] [--llama-server PATH]
+        [--skip-server | --only SIDE [SIDE ...]] [--show] [--llama-server PATH] [--prompt FILE]
     SIDE: sequential (a), server (b), engine (c), backend (d), schema (e)
 """
 
@@ -507,6 +507,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=SIDES, metavar="SIDE",
                         help=f"run these sides only: {', '.join(SIDES)}")
     parser.add_argument("--show", action="store_true", help="print every answer of every side")
+    parser.add_argument("--prompt", default=str(PROMPT), help="prompt file (default: the packaged one; "
+                        "benchmarks/prompt_zero_shot.toml is the one before worked examples and field rules)")
     parser.add_argument("--llama-server", help="a llama-server binary (default: build or reuse "
                         "scripts/build-llama-server.sh's)")
     args = parser.parse_args()
@@ -517,7 +519,7 @@ def main() -> None:
     threads = args.threads or len(os.sched_getaffinity(0))
     llm = LlmSettings(n_ctx=N_CTX, n_parallel=args.parallel, n_threads=threads, flash_attn=args.flash_attn,
                       reproducible=args.reproducible)
-    prompt = load_prompt(PROMPT)
+    prompt = load_prompt(Path(args.prompt))
     records = benchmark_records(args.records)
     path = resolve_model_path(llm)
     chat = ChatPrompts(path, llm, prompt)

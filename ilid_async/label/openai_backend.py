@@ -41,8 +41,10 @@ REASON_BAD_ANSWER = "server_bad_answer"  # not the JSON a completions endpoint a
 PROBE_TIMEOUT = 15.0  # seconds for the start-up check of one server
 MAX_RETRY_AFTER = 60.0  # a server's Retry-After is honoured up to this many seconds
 AVOID_SECONDS = 10.0  # a server that failed a request gets no new records for this long
-# A value without digits up to its closing quote or line end (the request's stops end it there).
-NO_DIGITS_GRAMMAR = 'root ::= [^0-9"\\n]* ["\\n]'
+# A value without digits up to its closing quote or line end, where the request's stops end it.
+# Whatever follows the quote is allowed: the model likes to close a value with a token such as
+# `",` and, refused that, would write on to the token cap instead of a bare `"`.
+NO_DIGITS_GRAMMAR = 'root ::= [^0-9"\\n]* (["\\n] .*)?'
 
 
 
