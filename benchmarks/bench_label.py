@@ -5,8 +5,11 @@ not the demo shop's) with the same model file, chat prompt (the packaged one, wi
 examples), forced keys, value stops, per-field token caps, greedy decoding, n_ctx per record,
 threads and n_batch, and keep the same field rules, each as its interface allows: no digits
 (the engine masks them; (a) a numpy logits processor; (b) and (d) a GBNF grammar; (e) a schema
-pattern), and values ended at their word limit or where they repeat themselves (the engine while
-generating, (a) a stopping criterion, the servers' answers cut afterwards):
+pattern), material and finish in the record's own words (the engine and (a) keep only the
+record's tokens; the servers' values are cut before the first other word: a grammar of the
+words made llama-server about 13x slower), and values ended at their word limit or where they
+repeat themselves (the engine while generating, (a) a stopping criterion, the servers' answers
+cut afterwards):
 
 (a) sequential: llama-cpp-python's high-level `Llama.create_completion`, one call per field on
     the growing text (forced key appended, value generated up to a stop). Llama keeps its
@@ -41,7 +44,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -57,11 +59,11 @@ from label_records import RECORDS
 
 from ilid_async.config import LlmSettings, PromptConfig, load_prompt
 from ilid_async.filters import Rejected, prefilter_record
-from ilid_async.label.engine import LabelEngine, resolve_model_path, tokens_with_digits
+from ilid_async.label.engine import LabelEngine, resolve_model_path, text_tokens, vocab_classes
 from ilid_async.label.openai_backend import NO_DIGITS_GRAMMAR, OpenAIBackend
 from ilid_async.label.prompt import (VALUE_STOPS, PromptRenderer, chat_format, clean_value, field_prefix,
                                      prompt_budget, value_end)
-from ilid_async.label.quality import label_quality
+from ilid_async.label.quality import label_quality, text_word_set
 
 N_CTX = 2048  # tokens per record: the shared part (examples) is about 800, the longest record 600 more
 SIDES = ("sequential", "server", "backend", "schema", "engine")
@@ -115,7 +117,7 @@ class ChatPrompts:
         model_template = self._model.metadata().get("tokenizer.chat_template")
         self.model_has_template = bool(model_template)
         self.renderer = PromptRenderer(prompt, chat_format(model_template, prompt))  # as the engine's
-        self.digit_tokens = tokens_with_digits(self._model.vocab)
+        self.vocab = vocab_classes(self._model.vocab)
         if model_template:
             self.template_source = "the model's chat template"
         else:
@@ -126,6 +128,10 @@ class ChatPrompts:
         renders and shortens it to fit n_ctx."""
         return self.renderer.fit(label, data, self.llm.max_input_chars, prompt_budget(self.prompt, self.llm.n_ctx),
                                  lambda text: len(self._model.tokenize(text.encode(), add_bos=True, special=True)))
+
+    def text_tokens(self, label: str, data: list[str]):
+        """What the record's from_text fields may use, as the engine finds it."""
+        return text_tokens(self._model, self.vocab, label, data)
 
     def server_chat_template(self) -> str | None:
         """For (e): a Jinja chat template that makes llama-server's chat endpoint render the same
@@ -148,17 +154,37 @@ def answer_or_none(fields: dict[str, str | None]) -> dict[str, str | None] | Non
 
 # --- (a) the sequential llama-cpp-python loop -------------------------------------------------
 
-def ruled_value(prompt: PromptConfig, name: str, text: str) -> str:
+@dataclass
+class BenchRecord:
+    label: str
+    data: list[str]
+    prompt: str  # the chat text up to the first forced key
+    user: str  # its user message
+    tokens: object  # numpy ids its from_text fields may use (for (a))
+
+    @property
+    def word_set(self) -> set[str]:
+        return text_word_set(self.label, self.data)
+
+
+def ruled_value(prompt: PromptConfig, name: str, text: str, record: BenchRecord) -> str:
     """A value as the field rules end it (every side: the engine ends it while generating)."""
-    end = value_end(prompt, name, text)
+    end = value_end(prompt, name, text, record.word_set)
     return text if end is None else text[:end]
 
 
-def run_sequential(prompts: list[str], path: str, llm: LlmSettings, prompt: PromptConfig,
+def grammar_for(prompt: PromptConfig, name: str) -> str | None:
+    """The GBNF grammar of the field rules, as the openai backend sends it to llama.cpp servers
+    (the digit rule only: see openai_backend)."""
+    return NO_DIGITS_GRAMMAR if name in prompt.no_digits else None
+
+
+def run_sequential(items: list[BenchRecord], path: str, llm: LlmSettings, prompt: PromptConfig,
                    digit_tokens) -> SideResult:
-    """The field rules as a llama-cpp-python user keeps them: a logits processor that masks
-    the digit tokens (numpy, once per token) and a stopping criterion that ends a value when
-    the rules say so (detokenizing what was generated)."""
+    """The field rules as a llama-cpp-python user keeps them: logits processors that keep only
+    the record's tokens (from_text fields) and mask the digit tokens (numpy, once per token),
+    and a stopping criterion that ends a value when the rules say so (detokenizing what was
+    generated)."""
     import numpy as np
     from llama_cpp import Llama, LogitsProcessorList, StoppingCriteriaList
 
@@ -172,25 +198,36 @@ def run_sequential(prompts: list[str], path: str, llm: LlmSettings, prompt: Prom
         scores[digit_tokens] = -np.inf
         return scores
 
-    def rules_stop(name: str, n_prompt: int):
+    def only(tokens):
+        def keep(input_ids, scores):
+            kept = scores[tokens]
+            scores.fill(-np.inf)
+            scores[tokens] = kept
+            return scores
+        return keep
+
+    def rules_stop(name: str, n_prompt: int, item: BenchRecord):
+        words = item.word_set
+
         def stop(input_ids, logits) -> bool:
             text = model.detokenize(input_ids[n_prompt:].tolist()).decode(errors="ignore")
-            return value_end(prompt, name, text) is not None
+            return value_end(prompt, name, text, words) is not None
         return StoppingCriteriaList([stop])
 
     try:
         start = time.perf_counter()
-        for text in prompts:
-            fields: dict[str, str | None] = {}
+        for item in items:
+            text, fields = item.prompt, {}
             try:
                 for index, (name, cap) in enumerate(prompt.max_tokens.items()):
                     text += field_prefix(index, name)
                     n_prompt = len(model.tokenize(text.encode(), special=True))
-                    masks = LogitsProcessorList([no_digits]) if name in prompt.no_digits else None
+                    masks = ([only(item.tokens)] if name in prompt.from_text else []) + (
+                        [no_digits] if name in prompt.no_digits else [])
                     out = model.create_completion(text, max_tokens=cap, stop=VALUE_STOPS, temperature=0.0,
-                                                  logits_processor=masks,
-                                                  stopping_criteria=rules_stop(name, n_prompt))
-                    value = ruled_value(prompt, name, out["choices"][0]["text"])
+                                                  logits_processor=LogitsProcessorList(masks) if masks else None,
+                                                  stopping_criteria=rules_stop(name, n_prompt, item))
+                    value = ruled_value(prompt, name, out["choices"][0]["text"], item)
                     tokens += out["usage"]["completion_tokens"]
                     fields[name] = clean_value(value)
                     text += value
@@ -306,30 +343,32 @@ class LlamaServer:
             print(f"llama-server log kept: {self._log.name}", file=sys.stderr)
 
 
-async def run_server(prompts: list[str], server: LlamaServer, prompt: PromptConfig,
+async def run_server(items: list[BenchRecord], server: LlamaServer, prompt: PromptConfig,
                      clients: int) -> SideResult:
     import aiohttp
 
-    answers: list[dict[str, str | None] | None] = [None] * len(prompts)
+    answers: list[dict[str, str | None] | None] = [None] * len(items)
     tokens = 0
-    next_record = iter(range(len(prompts)))
+    next_record = iter(range(len(items)))
     decoded = reused = 0  # prompt tokens: decoded by the slot, taken from its cache
 
     async def client(session: aiohttp.ClientSession, slot: int) -> None:
         nonlocal tokens, decoded, reused
         for index in next_record:  # one shared iterator: each client takes the next record
-            text, fields = prompts[index], {}
+            item = items[index]
+            text, fields = item.prompt, {}
             for field_index, (name, cap) in enumerate(prompt.max_tokens.items()):
                 text += field_prefix(field_index, name)
                 # A client keeps to its own slot, so every call finds its record's tokens there.
                 request = {"prompt": text, "n_predict": cap, "stop": VALUE_STOPS,
                            "temperature": 0, "cache_prompt": True, "id_slot": slot}
-                if name in prompt.no_digits:  # the field rules as the server takes them
-                    request["grammar"] = NO_DIGITS_GRAMMAR
+                grammar = grammar_for(prompt, name)  # the field rules as the server takes them
+                if grammar:
+                    request["grammar"] = grammar
                 async with session.post(f"{server.url}/completion", json=request) as response:
                     response.raise_for_status()
                     out = await response.json()
-                value, timings = ruled_value(prompt, name, out["content"]), out.get("timings", {})
+                value, timings = ruled_value(prompt, name, out["content"], item), out.get("timings", {})
                 tokens += out.get("tokens_predicted", timings.get("predicted_n", 0))
                 decoded += timings.get("prompt_n", 0)
                 reused += timings.get("cache_n", 0)
@@ -382,7 +421,7 @@ def labels_response_format(prompt: PromptConfig) -> dict:
     return {"type": "json_schema", "json_schema": {"name": "labels", "schema": schema}}
 
 
-def parse_labels(content: str, prompt: PromptConfig) -> dict[str, str | None] | None:
+def parse_labels(content: str, prompt: PromptConfig, item: BenchRecord) -> dict[str, str | None] | None:
     """The schema's object, values ended by the field rules and cleaned as the other sides';
     None: a failure."""
     names = list(prompt.max_tokens)
@@ -392,7 +431,7 @@ def parse_labels(content: str, prompt: PromptConfig) -> dict[str, str | None] | 
         return None
     if not isinstance(answer, dict) or not all(isinstance(answer.get(name), str) for name in names):
         return None
-    return answer_or_none({name: clean_value(ruled_value(prompt, name, answer[name])) for name in names})
+    return answer_or_none({name: clean_value(ruled_value(prompt, name, answer[name], item)) for name in names})
 
 
 async def post_json(session: "aiohttp.ClientSession", url: str, body: dict) -> dict:
@@ -403,13 +442,13 @@ async def post_json(session: "aiohttp.ClientSession", url: str, body: dict) -> d
         return await response.json()
 
 
-async def run_schema(users: list[str], prompts: list[str], server: LlamaServer, prompt: PromptConfig,
+async def run_schema(items: list[BenchRecord], server: LlamaServer, prompt: PromptConfig,
                      clients: int) -> SideResult:
     import aiohttp
 
-    names = list(prompt.max_tokens)
     response_format = labels_response_format(prompt)
     max_tokens = sum(prompt.max_tokens.values()) + SCHEMA_SYNTAX_TOKENS
+    users, prompts = [item.user for item in items], [item.prompt for item in items]
     answers: list[dict[str, str | None] | None] = [None] * len(users)
     tokens = cut = 0
     next_record = iter(range(len(users)))
@@ -430,7 +469,7 @@ async def run_schema(users: list[str], prompts: list[str], server: LlamaServer, 
             choice = out["choices"][0]
             tokens += (out.get("usage") or {}).get("completion_tokens", 0)
             cut += choice.get("finish_reason") == "length"
-            answers[index] = parse_labels(choice["message"].get("content") or "", prompt)
+            answers[index] = parse_labels(choice["message"].get("content") or "", prompt, items[index])
 
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -525,17 +564,18 @@ def main() -> None:
     chat = ChatPrompts(path, llm, prompt)
     try:
         rendered = [chat.render(label, data) for label, data in records]
+        items = [BenchRecord(label, data, text, user, chat.text_tokens(label, data))
+                 for (label, data), (text, user, _) in zip(records, rendered)]
     finally:
         chat.close()
-    prompts = [text for text, _, _ in rendered]
-    users = [user for _, user, _ in rendered]
+    prompts = [item.prompt for item in items]
     print(f"model {Path(path).name}; template: {chat.template_source}; n_ctx {llm.n_ctx} per record, "
           f"threads {threads}, n_batch {llm.n_batch}, parallel {args.parallel}; "
           f"{len(records)} records, {sum(cut for _, _, cut in rendered)} with the text cut")
 
     results: dict[str, SideResult] = {}
     if "sequential" in sides:
-        results["sequential"] = run_sequential(prompts, path, llm, prompt, chat.digit_tokens)
+        results["sequential"] = run_sequential(items, path, llm, prompt, chat.vocab.digits)
     if any(side in SERVER_SIDES for side in sides):
         binary = args.llama_server or llama_server_binary()
         # One server for (b), (d) and (e); the chat template only matters to (e)'s chat endpoint.
@@ -543,14 +583,14 @@ def main() -> None:
         with LlamaServer(binary, path, llm, chat_template) as server:
             if "server" in sides:
                 server.erase_caches()  # every side starts from empty caches
-                results["server"] = asyncio.run(run_server(prompts, server, prompt, args.parallel))
+                results["server"] = asyncio.run(run_server(items, server, prompt, args.parallel))
             if "backend" in sides:
                 server.erase_caches()
                 results["backend"] = asyncio.run(
                     run_backend(records, prompts, server, llm, prompt, args.parallel))
             if "schema" in sides:
                 server.erase_caches()
-                results["schema"] = asyncio.run(run_schema(users, prompts, server, prompt, args.parallel))
+                results["schema"] = asyncio.run(run_schema(items, server, prompt, args.parallel))
     if "engine" in sides:
         results["engine"] = asyncio.run(run_engine(records, llm, prompt))
 

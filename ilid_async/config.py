@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .label.quality import GROUNDED_FIELDS
+from .label.quality import GROUNDED_FIELDS, text_words, words_from_text
 
 DEMO_PLACEHOLDER = "{demo}"
 LABEL_FIELDS = ("label_long", "label_short", "description", "material", "material_finish")
@@ -240,6 +240,9 @@ class PromptConfig:
     # the fields in no_digits) no token with a digit is ever chosen.
     max_words: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_WORDS))
     no_digits: list[str] = field(default_factory=lambda: list(LABEL_FIELDS))
+    # Fields written only in words of the record's own text (or "none"): what a page states,
+    # never a material or finish the model remembers from the examples.
+    from_text: list[str] = field(default_factory=lambda: ["material", "material_finish"])
     # Worked examples, shown to the model as earlier turns of the chat before the record.
     examples: list[PromptExample] = field(default_factory=list)
     path: str = field(default="", metadata=LOADED)
@@ -420,8 +423,9 @@ def load_prompt(path: Path) -> PromptConfig:
     for name, words in prompt.max_words.items():
         _require(name in LABEL_FIELDS, f, f"max_words.{name}", "unknown field")
         _require(words >= 1, f, f"max_words.{name}", "must be at least 1")
-    for index, name in enumerate(prompt.no_digits):
-        _require(name in LABEL_FIELDS, f, f"no_digits[{index}]", f"unknown field (one of {', '.join(LABEL_FIELDS)})")
+    for key in ("no_digits", "from_text"):
+        for index, name in enumerate(getattr(prompt, key)):
+            _require(name in LABEL_FIELDS, f, f"{key}[{index}]", f"unknown field (one of {', '.join(LABEL_FIELDS)})")
     for index, example in enumerate(prompt.examples):
         _check_example(prompt, example, f, f"examples[{index}]")
     _check_template(prompt, f)
@@ -449,6 +453,9 @@ def _check_example(prompt: PromptConfig, example: PromptExample, file: str, key:
         limit = prompt.max_words.get(name)
         if limit:
             _require(len(value.split()) <= limit, file, f"{key}.{name}", f"more than {limit} words (max_words)")
+        if name in prompt.from_text:
+            _require(words_from_text(value, text_words(example.label, [example.text])), file, f"{key}.{name}",
+                     "has words that are not in the example's label or text (from_text)")
 
 
 def _check_template(prompt: PromptConfig, file: str) -> None:

@@ -34,7 +34,7 @@ def write_config(tmp_path: Path, shop_toml: str, **sections: str) -> Path:
     tables = {
         "run": 'dir = "run"\nshops = ["shops/testshop.toml"]',
         "http": "allow_loopback = true\nbackoff = 0.05\nper_host_rate = 0\nper_host_concurrency = 8",
-        "llm": f'prompt = "{DEFAULT_PROMPT}"\nn_ctx = 2048',
+        "llm": "n_ctx = 2048",  # no prompt: the packaged one (DEFAULT_PROMPT)
     }
     merged: dict[str, dict[str, str]] = {}
     for name, lines in [*tables.items(), *sections.items()]:

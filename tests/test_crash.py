@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import DEFAULT_PROMPT, REPO, short_prompt, write_config
+from conftest import REPO, short_prompt, write_config
 from shop import ShopServer, TestShop, many_products
 
 N_PRODUCTS = 240
@@ -33,10 +33,9 @@ def make_config(tmp_path: Path, server: ShopServer) -> Path:
     # Batched labelling as a user runs it (throughput schedule): a record's labels may depend
     # on the records decoded beside it, so two runs may label a record differently; what must
     # hold is that committed labels never change and nothing is lost or duplicated.
-    config = write_config(tmp_path, server.shop_toml(), llm="debug_fraction = 0.3\nn_parallel = 4",
-                          http="per_host_rate = 150\nper_host_concurrency = 4", images="width = 128\nheight = 128")
-    config.write_text(config.read_text().replace(str(DEFAULT_PROMPT), str(short_prompt(tmp_path))))
-    return config
+    prompt = short_prompt(tmp_path)
+    return write_config(tmp_path, server.shop_toml(), llm=f'debug_fraction = 0.3\nn_parallel = 4\nprompt = "{prompt}"',
+                        http="per_host_rate = 150\nper_host_concurrency = 4", images="width = 128\nheight = 128")
 
 
 def start(config: Path) -> subprocess.Popen:

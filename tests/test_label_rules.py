@@ -21,7 +21,7 @@ from ilid_async.filters import Rejected, prefilter_record
 from ilid_async.label.chat_format import GEMMA_TURNS, ChatFormat
 from ilid_async.label.engine import LabelEngine
 from ilid_async.label.prompt import PromptRenderer, answer_text, chat_format, clean_value, value_end
-from ilid_async.label.quality import quality_issues
+from ilid_async.label.quality import quality_issues, text_word_set, text_words, words_from_text
 
 shared_loop = pytest.mark.asyncio(loop_scope="module")
 DIGIT = re.compile(r"\d")
@@ -35,7 +35,8 @@ def test_examples_are_earlier_turns_of_the_shared_prefix():
     renderer = PromptRenderer(prompt, chat_format(None, prompt))
     shared = renderer.shared()
     record, _ = renderer.record("Gas spring N", ["Lifts lids"], 1500)
-    assert record.startswith(shared) and "Label: Gas spring N" in record[len(shared):]
+    assert shared.endswith("<start_of_turn>user\nLabel: ")  # up to the record's own text
+    assert record.startswith(shared) and record[len(shared):].startswith("Gas spring N\nText: Lifts lids")
     for example in prompt.examples:
         # Each example: its record as a user turn, its answers as the model's turn, in exactly
         # the text the forced keys write (so the model continues the same pattern).
@@ -72,7 +73,7 @@ def test_the_one_turn_template_renders_as_before_and_refuses_turns():
     ("label_short", "deep groove ball bearing with seals", "deep groove ball bearing"),  # 4 words
     ("label_short", "gas spring with end damping", "gas spring with end"),
     ("material", "stainless steel 1.4301", "stainless steel"),  # no digits
-    ("description", "Holds lids, holds lids, holds lids, holds", "Holds lids, holds lids,"),  # repeats
+    ("description", "Holds lids, holds lids, holds lids, holds", "Holds lids,"),  # repeats itself
     ("label_long", "hinge\nmore", "hinge"),
 ])
 def test_value_end(name, text, value):
@@ -82,15 +83,25 @@ def test_value_end(name, text, value):
     assert value_end(prompt, name, "piano hin") is None  # a value still being written goes on
 
 
+def test_from_text_values_end_before_a_word_the_page_lacks():
+    prompt = load_prompt(PACKAGED_PROMPT)
+    words = text_word_set("Hinge", ["Material, stainless steel .", "Finish, blue zinc plated"])
+    assert value_end(prompt, "material", 'stainless steel"', words) == len("stainless steel")
+    assert value_end(prompt, "material_finish", 'blue zinc-plated"', words) == len("blue zinc-plated")
+    assert value_end(prompt, "material_finish", 'flame red"', words) == 0
+    assert value_end(prompt, "material", "stainless ste", words) is None  # still being written
+    assert value_end(prompt, "label_long", 'flame red hinge"', words) == len("flame red hinge")  # not from_text
+
+
 def test_rules_off_let_values_run():
     prompt = load_prompt(ZERO_SHOT_PROMPT)
-    assert prompt.max_words == {} and prompt.no_digits == [] and prompt.examples == []
+    assert prompt.max_words == {} and prompt.no_digits == prompt.from_text == prompt.examples == []
     assert value_end(prompt, "material", "stainless steel 1.4301 with seven more words here") is None
 
 
 def test_clean_value_drops_dangling_function_words():
     assert clean_value("gas spring with") == "gas spring"
-    assert clean_value("Holds lids, holds lids,") == "Holds lids, holds lids"
+    assert clean_value("Holds lids,") == "Holds lids"
     assert clean_value("  zinc\\  die-cast ") == "zinc die-cast"
     assert clean_value("with a") is None and clean_value("none") == "none"
 
@@ -121,6 +132,8 @@ def prompt_file(tmp_path, extra: str, **example: str):
     ('template = "<u>{system}|{user}</u>"\n', {}, "template"),  # one turn cannot show examples
     ('template = "{% for m in messages %}"\n', {}, "template"),  # not valid Jinja
     ('no_digits = ["colour"]\n', {}, "no_digits[0]"),
+    ("", {"material": "brass"}, "examples[0].material"),  # from_text: not in the example's text
+    ('from_text = ["colour"]\n', {}, "from_text[0]"),
 ])
 def test_a_bad_prompt_file_is_one_line_naming_file_and_key(tmp_path, extra, example, key):
     path = prompt_file(tmp_path, extra, **example)
@@ -201,7 +214,8 @@ async def test_field_rules_hold_on_many_records():
     """The same prompt and records with the rules off break them; with the rules on, not once."""
     records = demo_records(24)
     zero_shot = load_prompt(ZERO_SHOT_PROMPT)
-    ruled = dataclasses.replace(zero_shot, max_words=dict(DEFAULT_MAX_WORDS), no_digits=list(LABEL_FIELDS))
+    ruled = dataclasses.replace(zero_shot, max_words=dict(DEFAULT_MAX_WORDS), no_digits=list(LABEL_FIELDS),
+                                from_text=["material", "material_finish"])
     broken = {}
     for name, prompt in (("off", zero_shot), ("on", ruled)):
         engine = LabelEngine(LlmSettings(n_ctx=2048, n_parallel=8), prompt)
@@ -213,6 +227,9 @@ async def test_field_rules_hold_on_many_records():
         answers = [r.fields for r in results if r.fields is not None]
         assert len(answers) == len(records)
         broken[name] = [v for fields in answers for v in violations(prompt, fields)]
+        broken[name] += [f"{field}_not_from_text" for (label, data), fields in zip(records, answers)
+                         for field in ("material", "material_finish")
+                         if fields[field] and not words_from_text(fields[field], text_words(label, data))]
         if name == "on":
             assert not any(DIGIT.search(v) for fields in answers for v in fields.values() if v)
     assert broken["off"], "these records should tempt the model into breaking a rule"

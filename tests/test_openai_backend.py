@@ -130,8 +130,11 @@ async def test_every_answer_parses_into_the_five_fields_in_order(server, tmp_pat
         assert first.reason is None and first.fields is not None
         assert_clean_fields(first.fields)
         assert first.fields["label_long"]
-        again = await backend.label(*HINGE)  # greedy: the same answer
-        assert again.fields == first.fields
+        # The same record again: the server now takes most of the prompt from its cache and
+        # decodes the rest in another batch shape, so greedy values may differ a little.
+        again = await backend.label(*HINGE)
+        assert again.reason is None and again.fields is not None
+        assert_clean_fields(again.fields)
         assert backend.stats["records"] == 2 and backend.stats["failed"] == 0
         assert 0 < backend.stats["tokens"] <= 2 * (6 + 4 + 8 + 3 + 3)  # the short prompt's caps
     finally:
@@ -483,7 +486,8 @@ async def test_a_server_without_grammar_gets_its_values_cut_by_the_rules(tmp_pat
         rambling.stop()
     assert not any("grammar" in body for body in sent)
     assert result.fields["label_short"] == "deep groove ball bearing"  # 4 words
-    assert result.fields["material"] == "deep groove ball bearing"  # 5 words, no dangling "with"
+    assert result.fields["label_long"] == "deep groove ball bearing with seals"  # ends before the digit
+    assert result.fields["material"] is None  # from_text: "deep" is not in the record's text
     assert result.fields["description"] == "deep groove ball bearing with seals"  # ends before the digit
     # The next request continues the text as cut, as the engine's forced keys do.
     assert '"label_short": "deep groove ball bearing", "description": "' in sent[2]["prompt"]

@@ -35,6 +35,7 @@ import numpy as np
 from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
 from .prompt import PromptRenderer, chat_format, clean_value, field_prefix, prompt_budget, record_seed, value_end
+from .quality import text_word_set, text_words
 from .result import LabelResult, answer_result, count_result, new_stats
 
 log = logging.getLogger(__name__)
@@ -92,22 +93,49 @@ class _Seq:
     generated: int = 0  # tokens of the current value
     value: bytes = b""
     fields: dict[str, str | None] = field(default_factory=dict)
+    text_tokens: np.ndarray | None = None  # what its from_text fields may use
+    text_words: set[str] | None = None  # and the words they may be written in
 
 
-def tokens_with_digits(vocab) -> np.ndarray:
-    """The ids of every token of a llama.cpp vocabulary whose text has a digit: computed once
-    per model, masked while a no_digits field is generated."""
+@dataclass
+class VocabClasses:
+    """Token classes of a vocabulary, found once per model for the field rules."""
+
+    digits: np.ndarray  # ids of tokens whose text has a digit: masked in no_digits fields
+    # Tokens a from_text field may always use besides its record's words: end of generation,
+    # those that end a value (a quote or line break in them) and those of spaces and
+    # punctuation only (between words).
+    separators: np.ndarray
+
+
+_SEPARATOR = re.compile(r'[\s,.;:/&()+-]+|.*["\n].*', re.S)
+
+
+def vocab_classes(vocab) -> VocabClasses:
     import llama_cpp
 
     piece = ctypes.create_string_buffer(256)
     ascii_digit, any_digit = re.compile(rb"[0-9]"), re.compile(r"\d")
-    digits = []
+    digits, separators = [], []
     for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
         n = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, True)
-        text = piece.raw[:max(n, 0)]
-        if ascii_digit.search(text) or any_digit.search(text.decode(errors="ignore")):
+        raw = piece.raw[:max(n, 0)]
+        text = raw.decode(errors="ignore")
+        if ascii_digit.search(raw) or any_digit.search(text):
             digits.append(token)
-    return np.array(digits, dtype=np.int64)
+        elif llama_cpp.llama_vocab_is_eog(vocab, token) or (text and _SEPARATOR.fullmatch(text)):
+            separators.append(token)
+    return VocabClasses(np.array(digits, dtype=np.int64), np.array(separators, dtype=np.int64))
+
+
+def text_tokens(model, classes: VocabClasses, label: str, data: list[str]) -> np.ndarray:
+    """The tokens of a record's words (at a value's start and after a space) and the separators:
+    all its from_text fields may use. ``model``: llama-cpp-python's LlamaModel."""
+    ids: set[int] = set()
+    for word in text_words(label, data):
+        for form in (word, " " + word):
+            ids.update(model.tokenize(form.encode(), add_bos=False, special=False))
+    return np.union1d(np.fromiter(ids, dtype=np.int64, count=len(ids)), classes.separators)
 
 
 def resolve_model_path(llm: LlmSettings) -> str:
@@ -134,7 +162,7 @@ class LabelEngine:
         self._ctx = None
         self._batch = None
         self.chat: PromptRenderer | None = None  # the prompt in the model's chat format
-        self._digit_tokens = None  # ids of every token with a digit (prompt.no_digits)
+        self._vocab_classes: VocabClasses | None = None  # for no_digits and from_text
         self.n_ctx_seq = llm.n_ctx  # tokens one record may use, prompt and answer
         # prefix_tokens: the shared prompt part (system text, examples), decoded once at start.
         self.stats = {**new_stats(), "decodes": 0, "prompt_tokens": 0, "prefix_tokens": 0}
@@ -297,8 +325,8 @@ class LabelEngine:
             shared = self.chat.shared()
         except ValueError as e:
             raise UserError(f"llm.model: its chat template does not render the prompt ({e})") from None
-        if self.prompt.no_digits:
-            self._digit_tokens = tokens_with_digits(self._vocab)
+        if self.prompt.no_digits or self.prompt.from_text:
+            self._vocab_classes = vocab_classes(self._vocab)
         self._decode_prefix(shared)
 
     def _free(self) -> None:
@@ -365,6 +393,9 @@ class LabelEngine:
         if self.llm.temperature > 0:
             sampler = self._new_sampler(record_seed(self.llm.seed, job.label, job.data))
         seq = _Seq(job, seq_id, text, truncated, sampler, cached=list(self._prefix))
+        if self.prompt.from_text:
+            seq.text_tokens = text_tokens(self._model, self._vocab_classes, job.label, job.data)
+            seq.text_words = text_word_set(job.label, job.data)
         # The shared prefix: its cells tagged for this sequence too (one shared cache), or
         # copied into its own stream.
         llama_cpp.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
@@ -422,7 +453,8 @@ class LabelEngine:
             n = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece, len(self._piece), 0, False)
             seq.value += self._piece.raw[:max(n, 0)]
             text = seq.value.decode(errors="ignore")
-            end = value_end(self.prompt, name, text)  # a stop, a word over the limit, a digit
+            # A stop, a word over the limit, a digit, a repeat, a word not in the text.
+            end = value_end(self.prompt, name, text, seq.text_words)
             if end is not None:
                 value = text[:end]
             elif seq.generated >= self.prompt.max_tokens[name]:
@@ -431,7 +463,9 @@ class LabelEngine:
             seq.pending = [token]
             return None
         seq.fields[name] = clean_value(value)
-        seq.text += value
+        # The text goes on with the value as kept, so the model sees the answer as the examples
+        # write them (the cells of a cut-off tail are dropped by _next_field).
+        seq.text += seq.fields[name] or ""
         seq.field_index += 1
         if seq.field_index < len(self.prompt.max_tokens):
             self._next_field(seq)
@@ -531,16 +565,30 @@ class LabelEngine:
         if not outputs:
             return []
         logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._ctx), shape=(len(outputs), self._n_vocab))
-        if self._digit_tokens is not None:
-            # Tokens with digits never win for a no_digits field (the sampler chains read the
-            # same logits buffer).
-            names = list(self.prompt.max_tokens)
-            rows = [i for i, (seq, _) in enumerate(outputs) if names[seq.field_index] in self.prompt.no_digits]
-            if rows:
-                logits[np.ix_(rows, self._digit_tokens)] = -np.inf
+        if self._vocab_classes is not None:
+            self._mask(logits, outputs)
         if self.llm.temperature > 0:
             return [llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row) for seq, row in outputs]
         return logits.argmax(axis=1).tolist()
+
+
+    def _mask(self, logits: np.ndarray, outputs: list[tuple[_Seq, int]]) -> None:
+        """The field rules in the logits, in place (the sampler chains read the same buffer):
+        a from_text field keeps only its record's tokens; tokens with digits never win for a
+        no_digits field."""
+        names = list(self.prompt.max_tokens)
+        digit_rows = []
+        for i, (seq, _) in enumerate(outputs):
+            name = names[seq.field_index]
+            if name in self.prompt.from_text:
+                row = logits[i]
+                kept = row[seq.text_tokens]
+                row.fill(-np.inf)
+                row[seq.text_tokens] = kept
+            if name in self.prompt.no_digits:
+                digit_rows.append(i)
+        if digit_rows:
+            logits[np.ix_(digit_rows, self._vocab_classes.digits)] = -np.inf
 
 
 def _set_result(future: asyncio.Future, value) -> None:

@@ -32,6 +32,7 @@ from yarl import URL
 from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
 from .prompt import PromptRenderer, VALUE_STOPS, chat_format, clean_value, field_prefix, record_seed, value_end
+from .quality import text_word_set
 from .result import LabelResult, answer_result, count_result, new_stats
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class _Server:
 @dataclass
 class _Record:
     server: _Server  # where its requests go: one server, for its prefix cache
+    word_set: set[str] | None = None  # the record's words, for the from_text rule
 
 
 class OpenAIBackend:
@@ -208,6 +210,8 @@ class OpenAIBackend:
             server = self._least_busy()
             server.in_flight += 1
             record = _Record(server)
+            if self.prompt.from_text:
+                record.word_set = text_word_set(label, data)
             try:
                 fields = await self._fields(record, text, self._seed(label, data))
             except _Failed as failure:
@@ -233,18 +237,22 @@ class OpenAIBackend:
                     "temperature": self.llm.temperature, "top_p": self.llm.top_p}
             if seed is not None:
                 body["seed"] = seed
-            value = await self._complete(record, body, digits=name not in self.prompt.no_digits)
+            # Only the digit rule goes to the server as a grammar: one of the record's words (a
+            # grammar of hundreds of alternatives) made llama-server about 13x slower, because it
+            # checks the whole vocabulary whenever the model's first choice is refused.
+            grammar = NO_DIGITS_GRAMMAR if name in self.prompt.no_digits else None
+            value = await self._complete(record, body, grammar)
             # The field rules, as the engine keeps them while generating: the value ends before
-            # a digit or the first word over the limit, whatever the server sent.
-            end = value_end(self.prompt, name, value)
+            # a digit, the first word over the limit or not in the text, whatever the server sent.
+            end = value_end(self.prompt, name, value, record.word_set)
             value = value if end is None else value[:end]
             fields[name] = clean_value(value)
-            text += value
+            text += fields[name] or ""  # the value as kept, as the engine goes on
         return fields
 
-    async def _complete(self, record: _Record, body: dict, digits: bool = True) -> str:
+    async def _complete(self, record: _Record, body: dict, grammar: str | None = None) -> str:
         """One completion: the generated text up to the first stop. Retries on the way.
-        digits=False: servers that take a GBNF grammar are asked for a value without digits."""
+        ``grammar`` (GBNF) goes to the servers that take one."""
         attempt = 0
         while True:
             server = record.server
@@ -253,8 +261,8 @@ class OpenAIBackend:
                 payload["model"] = server.model
             if server.llama_cpp:
                 payload["cache_prompt"] = True
-            if not digits and server.grammar:
-                payload["grammar"] = NO_DIGITS_GRAMMAR
+            if grammar and server.grammar:
+                payload["grammar"] = grammar
             retry_after = None
             try:
                 async with self._session.post(f"{server.url}/completions", json=payload) as resp:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from ..config import PromptConfig
 from .chat_format import GEMMA_TURNS, ChatFormat
+from .quality import first_word_not_from_text
 
 __all__ = ["VALUE_STOPS", "DEFAULT_TEMPLATE", "PromptRenderer", "chat_format", "prompt_budget",
            "field_prefix", "answer_text", "value_end", "clean_value", "record_seed"]
@@ -118,20 +119,23 @@ def prompt_budget(prompt: PromptConfig, n_ctx: int) -> int:
     return n_ctx - sum(prompt.max_tokens.values()) - 16 * len(prompt.max_tokens)
 
 
-def value_end(prompt: PromptConfig, name: str, text: str) -> int | None:
+def value_end(prompt: PromptConfig, name: str, text: str, text_words: set[str] | None = None) -> int | None:
     """Where the value of field ``name`` ends in ``text`` (what the model wrote so far), or None
-    while it goes on: at a stop, before a digit (fields in no_digits), or before the first word
-    over the field's word limit."""
-    ends = [i for i in (text.find(stop) for stop in VALUE_STOPS) if i >= 0]
-    if name in prompt.no_digits and (digit := _DIGIT.search(text)):
+    while it goes on: at a stop, before a digit (fields in no_digits), before the first word over
+    the field's word limit, where it repeats itself, or (from_text fields, given the record's
+    ``text_word_set``) before the first word that is not in the record's text."""
+    stop = min((i for i in (text.find(s) for s in VALUE_STOPS) if i >= 0), default=None)
+    body = text if stop is None else text[:stop]
+    ends = [] if stop is None else [stop]
+    if name in prompt.no_digits and (digit := _DIGIT.search(body)):
         ends.append(digit.start())
-    words = list(_WORD.finditer(text))
+    words = list(_WORD.finditer(body))
     limit = prompt.max_words.get(name)
     if limit and len(words) > limit:
         ends.append(words[limit].start())
     # Small models loop ("with a non-slip base, with a non-slip base, ..."): end the value where
     # it repeats itself. Only whole words count: the last one may still be growing.
-    complete = words if text[-1:].isspace() else words[:-1]
+    complete = words if stop is not None or body[-1:].isspace() else words[:-1]
     seen = set()
     for i in range(len(complete) - REPEAT_WORDS + 1):
         key = tuple(w.group().lower() for w in complete[i:i + REPEAT_WORDS])
@@ -139,6 +143,10 @@ def value_end(prompt: PromptConfig, name: str, text: str) -> int | None:
             ends.append(complete[i].start())
             break
         seen.add(key)
+    if text_words is not None and name in prompt.from_text:
+        foreign = first_word_not_from_text(body, text_words, complete=stop is not None)
+        if foreign is not None:
+            ends.append(foreign)
     return min(ends) if ends else None
 
 

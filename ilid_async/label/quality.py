@@ -1,9 +1,12 @@
-"""Label quality guards: counts of answers that break the prompt's own rules, as plain functions.
+"""Label quality checks as plain functions: answers that break the prompt's own rules, and labels
+not grounded in the page text.
 
-The model is asked for a short label of at most 4 words, a description of at most 30 words and
-no numbers; the pre-filter already deleted every digit from its input, so a digit in an answer
-was made up. Such answers are kept (the post-filter rules are SPEC's), but counted and reported
-so a weak model or prompt shows in the run's summary instead of hiding in the dataset.
+The prompt asks for a short label of at most 4 words, a description of at most 30 words and no
+numbers; the pre-filter already deleted every digit from its input, so a digit in an answer was
+made up. The engines keep these rules while generating (label/prompt.py ``value_end``), so the
+counts here stay zero for their answers; they are still counted and reported, for answers of
+older versions or of a prompt that turns the rules off, so a weak model or prompt shows in the
+run's summary instead of hiding in the dataset.
 """
 
 from __future__ import annotations
@@ -100,3 +103,51 @@ def grounding_counts(rows: Iterable[tuple[str, list[str], Mapping[str, str | Non
         for name in ungrounded_fields(fields, page_words(label, data)):
             counts[name] += 1
     return counts
+
+
+# --- words of the record's own text (prompt.from_text) --------------------------------------------
+
+_TEXT_WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
+NO_VALUE = "none"  # what a from_text field may always answer
+
+
+def text_words(label: str, data: Iterable[str]) -> list[str]:
+    """The words a from_text field may be written in: those of the record's label and text,
+    as written, lower-cased and capitalised, and "none"; in order of first use."""
+    words: dict[str, None] = {NO_VALUE: None, NO_VALUE.capitalize(): None}
+    for piece in (label, *data):
+        for word in _TEXT_WORD.findall(piece):
+            words.update(dict.fromkeys((word, word.lower(), word.capitalize())))
+    return list(words)
+
+
+def text_word_set(label: str, data: Iterable[str]) -> set[str]:
+    """The lower-cased words of a record's label and text, and the parts of its hyphenated
+    words, with "none": what ``words_from_text`` checks against."""
+    words = {NO_VALUE}
+    for piece in (label, *data):
+        for word in _TEXT_WORD.findall(piece.lower()):
+            words.add(word)
+            words.update(word.split("-"))
+    return words
+
+
+def word_from_text(word: str, words: set[str]) -> bool:
+    """One word (``text_word_set``): itself, or each of its hyphenated parts, is in the text."""
+    word = word.lower()
+    return word in words or all(part in words for part in word.split("-"))
+
+
+def words_from_text(value: str, words: Iterable[str]) -> bool:
+    """True when every word of ``value`` is one of ``words`` (``text_words``), in any case."""
+    allowed = {part for w in words for part in (w.lower(), *w.lower().split("-"))}
+    return all(word_from_text(w, allowed) for w in _TEXT_WORD.findall(value))
+
+
+def first_word_not_from_text(text: str, words: set[str], complete: bool) -> int | None:
+    """Where the first word of ``text`` that is not in ``words`` starts, or None; the last word
+    counts only when ``complete`` or followed by something (it may still be growing)."""
+    for match in _TEXT_WORD.finditer(text):
+        if (complete or match.end() < len(text)) and not word_from_text(match.group(), words):
+            return match.start()
+    return None
