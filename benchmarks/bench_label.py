@@ -170,7 +170,7 @@ class BenchRecord:
 def ruled_value(prompt: PromptConfig, name: str, text: str, record: BenchRecord) -> str:
     """A value as the field rules end it (every side: the engine ends it while generating)."""
     end = value_end(prompt, name, text, record.word_set)
-    return text if end is None else text[:end]
+    return (text if end is None else text[:end]).rstrip()  # the text goes on with it, as the engine's
 
 
 def grammar_for(prompt: PromptConfig, name: str) -> str | None:

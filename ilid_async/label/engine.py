@@ -463,9 +463,8 @@ class LabelEngine:
             seq.pending = [token]
             return None
         seq.fields[name] = clean_value(value)
-        # The text goes on with the value as kept, so the model sees the answer as the examples
-        # write them (the cells of a cut-off tail are dropped by _next_field).
-        seq.text += seq.fields[name] or ""
+        # Without the space before a word cut off by a rule (its cells are dropped by _next_field).
+        seq.text += value.rstrip()
         seq.field_index += 1
         if seq.field_index < len(self.prompt.max_tokens):
             self._next_field(seq)

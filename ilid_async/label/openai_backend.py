@@ -247,7 +247,7 @@ class OpenAIBackend:
             end = value_end(self.prompt, name, value, record.word_set)
             value = value if end is None else value[:end]
             fields[name] = clean_value(value)
-            text += fields[name] or ""  # the value as kept, as the engine goes on
+            text += value.rstrip()  # as the engine goes on
         return fields
 
     async def _complete(self, record: _Record, body: dict, grammar: str | None = None) -> str:
