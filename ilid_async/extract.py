@@ -133,7 +133,10 @@ def decode_page(html: bytes, charset: str | None = None) -> str | None:
         for codec in names:
             try:
                 return html.decode(codec)
-            except UnicodeDecodeError:
+            # A declared "rot13", "hex", "base64" or "zlib" names a bytes-to-bytes codec
+            # (LookupError from decode) and "undefined" one that refuses all (UnicodeError):
+            # neither decodes a page.
+            except (UnicodeError, LookupError):
                 continue
     return None
 

@@ -141,7 +141,7 @@ def _jsonld_blocks(tree: LexborHTMLParser) -> Iterator[Any]:
         try:
             # strict=False: raw newlines and tabs inside strings are common and harmless.
             yield json.loads(text, strict=False)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
             continue  # one shop plugin's broken block must not hide the others
 
 
@@ -152,14 +152,19 @@ def _types(node: dict) -> set[str]:
     return {_short_type(k) for k in kinds if isinstance(k, str)} if isinstance(kinds, list) else set()
 
 
-def _top_nodes(value: Any) -> Iterator[dict]:
+_MAX_LIST_DEPTH = 8  # arrays in arrays at top level; deeper ones state nothing a shop means
+
+
+def _top_nodes(value: Any, depth: int = 0) -> Iterator[dict]:
     """The items a block states at top level: the block, array items, @graph items."""
+    if depth > _MAX_LIST_DEPTH:
+        return
     if isinstance(value, list):
         for item in value:
-            yield from _top_nodes(item)
+            yield from _top_nodes(item, depth + 1)
     elif isinstance(value, dict):
         if "@graph" in value:
-            yield from _top_nodes(value["@graph"])
+            yield from _top_nodes(value["@graph"], depth + 1)
         yield value
 
 

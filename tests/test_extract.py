@@ -277,10 +277,18 @@ def test_charset_from_http_header() -> None:
         pytest.param(b'<meta charset="latin-1">\x80', '<meta charset="latin-1">€', id="latin1-as-cp1252"),
         pytest.param(b'<meta charset="latin-1">\x81', '<meta charset="latin-1">\x81', id="cp1252-hole-latin1"),
         pytest.param(b'<meta charset="no-such-codec">\xff', None, id="unknown-charset"),
+        # codecs that are not text encodings: undecodable, not a LookupError
+        *[pytest.param(f'<meta charset="{c}">'.encode() + b"\xff", None, id=f"not-a-text-codec-{c}")
+          for c in ("rot13", "hex", "base64", "zlib", "undefined")],
     ],
 )
 def test_decode_page(raw: bytes, expected: str | None) -> None:
     assert decode_page(raw) == expected
+
+
+@pytest.mark.parametrize("charset", ["rot13", "hex", "base64", "zlib", "undefined"])
+def test_header_charset_that_is_no_text_codec_is_undecodable(charset: str) -> None:
+    assert decode_page(b"<p>\xff</p>", charset) is None
 
 
 def test_str_input_is_accepted() -> None:

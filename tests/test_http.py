@@ -34,6 +34,8 @@ def test_retry_after_forms():
     date = email.utils.formatdate(now + 30, usegmt=True)
     assert 28 <= retry_after_seconds(date, now=now) <= 31
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+    # Unicode digits pass str.isdigit() but are no number of seconds: absent, not a crash.
+    assert retry_after_seconds("²") is None and retry_after_seconds("٣٠") is None
     assert retry_after_seconds("999999") == 600.0
 
 

@@ -57,6 +57,16 @@ BOLT = {"@context": "https://schema.org", "@type": "Product", "name": "Hex bolt 
 # --- JSON-LD ----------------------------------------------------------------------------
 
 
+def test_deeply_nested_jsonld_beside_a_product_block() -> None:
+    """A block nested deeper than Python's stack, or arrays nested deep, do not hide the page's
+    valid Product block."""
+    deep = "[" * 100_000 + "]" * 100_000
+    lists = json.dumps([[[[[[[[[[[[BOLT]]]]]]]]]]]])
+    for junk in (deep, lists):
+        found = only(page(ld(junk, BOLT)), JSONLD)
+        assert found is not None and found.name == "Hex bolt M12"
+
+
 def test_jsonld_product_fields() -> None:
     html = page(head=ld({**BOLT, "material": "steel", "color": "zinc plated",
                          "additionalProperty": [{"@type": "PropertyValue", "name": "Length", "value": 40},
