@@ -15,11 +15,13 @@ import codecs
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 # The modest backend (selectolax.parser) refuses to import in selectolax 1.x;
 # lexbor handles the plain CSS the shops use (`div.gallery img`, `[itemprop=name]`).
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
+
+from .urls import split_url
 
 __all__ = [
     "RawRecord",
@@ -182,7 +184,10 @@ def _image_src(img: LexborNode) -> str | None:
 
 def _has_ending(src: str, endings: Sequence[str]) -> bool:
     """Whether the URL path (query and fragment ignored) ends with an allowed ending."""
-    path = urlsplit(src).path.lower()
+    parts = split_url(src)
+    if parts is None:  # a src no URL parser takes ("http://[oops/") is no image
+        return False
+    path = parts.path.lower()
     return any(path.endswith(ending.lower()) for ending in endings)
 
 
@@ -191,7 +196,7 @@ def _base_url(tree: LexborHTMLParser, page_url: str) -> str:
     base = tree.css_first("base[href]")
     if base is not None:
         href = (base.attributes.get("href") or "").strip()
-        if href:
+        if href and split_url(href) is not None:
             return urljoin(page_url, href)
     return page_url
 

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -30,7 +30,7 @@ from protego import Protego
 
 from .config import HttpSettings
 from .errors import ItemError
-from .urls import host_of
+from .urls import host_of, split_url
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
@@ -209,8 +209,8 @@ class HttpClient:
         self.stats[host_of(url)].bytes += n
 
     async def check_address(self, url: str, parts=None) -> None:
-        parts = parts or urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        parts = parts or split_url(url)
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ItemError("bad_url", url)
         # One look-up per host and run: the resolver guard checks again at every connect.
         if (verdict := self._address_ok.get(parts.hostname)) is None:
@@ -233,7 +233,9 @@ class HttpClient:
 
     async def robots(self, url: str, parts=None) -> Protego | None:
         """robots.txt of the URL's origin, fetched once per run; None if there is none."""
-        parts = parts or urlsplit(url)
+        parts = parts or split_url(url)
+        if parts is None:
+            return None  # a URL that does not parse is refused by get() (bad_url)
         origin = f"{parts.scheme}://{parts.netloc}"
         if origin not in self._robots:  # the lock only while it may still need fetching
             async with self._robots_locks[origin]:
@@ -336,7 +338,9 @@ class HttpClient:
             if url in seen:
                 raise ItemError("redirect_loop", url)
             seen.add(url)
-            parts = urlsplit(url)  # once per hop: the guard, robots.txt and the host share it
+            parts = split_url(url)  # once per hop: the guard, robots.txt and the host share it
+            if parts is None:
+                raise ItemError("bad_url", url)
             await self.check_address(url, parts)
             if check_robots and not await self.allowed_by_robots(url, parts):
                 raise ItemError("robots_disallowed", url)
@@ -347,7 +351,10 @@ class HttpClient:
             resp.release()
             if not location:
                 raise ItemError("bad_redirect", f"{resp.status} without Location")
-            url = urljoin(url, location)
+            try:
+                url = urljoin(url, location)
+            except ValueError:  # a Location that no URL parser takes
+                raise ItemError("bad_url", f"redirect to {location!r}") from None
         raise ItemError("too_many_redirects", url)
 
     async def _request(self, url: str, host_name: str, headers: dict[str, str] | None) -> aiohttp.ClientResponse:

@@ -19,11 +19,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.parse import urldefrag, urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from .extract import _text_pieces  # the same text rules as selector data
+from .urls import split_url
 
 __all__ = [
     "JSONLD",
@@ -94,8 +95,17 @@ def _absolute(url: str, base_url: str) -> str | None:
     url = url.strip()
     if not url:
         return None
-    resolved = urljoin(base_url, url)
-    return resolved if urlsplit(resolved).scheme in ("http", "https") else None
+    resolved = _join(base_url, url)
+    parts = split_url(resolved) if resolved else None
+    return resolved if parts is not None and parts.scheme in ("http", "https") else None
+
+
+def _join(base_url: str, url: str) -> str | None:
+    """urljoin, or None for a URL no parser takes ("http://[oops/"): page text is input."""
+    try:
+        return urljoin(base_url, url)
+    except ValueError:
+        return None
 
 
 def _same_page(url: str, page_url: str) -> bool:
@@ -237,7 +247,7 @@ def jsonld_product(tree: LexborHTMLParser, base_url: str, page_url: str) -> Prod
                 images=list(_jsonld_images(product.get("image"), base_url, by_id)),
                 data=_jsonld_data(product),
             )
-            ids = [urljoin(base_url, u) for u in (_string(product.get("url")), product.get("@id"))
+            ids = [_join(base_url, u) or "" for u in (_string(product.get("url")), product.get("@id"))
                    if isinstance(u, str) and u]
             candidates.append((data, ids))
     return _main_product(candidates, page_url)
@@ -326,8 +336,8 @@ def microdata_product(tree: LexborHTMLParser, base_url: str, page_url: str) -> P
             images=list(_microdata_images(props.get("image", []), base_url)),
             data=[piece for piece in data if piece and piece.strip()],
         )
-        ids = [urljoin(base_url, _url_value(n)) for n in props.get("url", [])[:1]]
-        ids += [urljoin(base_url, item.attributes["itemid"])] if item.attributes.get("itemid") else []
+        ids = [_join(base_url, _url_value(n)) or "" for n in props.get("url", [])[:1]]
+        ids += [_join(base_url, item.attributes["itemid"]) or ""] if item.attributes.get("itemid") else []
         candidates.append((product, ids))
     return _main_product(candidates, page_url)
 

@@ -33,12 +33,18 @@ PAGE_EXPECTED = {
     "emptylabel": ("record", None),  # rejected by the pre-filter: empty_label
     "trunc": ("record", None), "htmlimg": ("record", None), "fakejpeg": ("record", None),
     "bomb": ("record", None), "imgflaky": ("record", None),
+    # Input that made urlsplit, float() or a codec raise (issue 13 items 2, 3, 5).
+    "badredirect": ("failed", "bad_url"),  # Location: http://[oops/p
+    "oddretry": ("record", None),  # 503 with Retry-After: ² once: treated as absent, retried
+    "rot13": ("failed", "undecodable_page"),  # charset=rot13 in the header, bytes not UTF-8
+    "badimg": ("record", None),  # a gallery src no parser takes before a good one
+    "onlybadimg": ("done", "no_image"),  # only such a src
 }
 # image stem -> how the image stage must end: ("done", None) or ("failed", reason)
 IMAGE_EXPECTED = {
     "ok-1": ("done", None), "ok-2": ("done", None), "flaky-1": ("done", None), "flaky-2": ("done", None),
     "flaky-3": ("done", None), "limited-1": ("done", None), "limited-2": ("done", None),
-    "busy": ("done", None), "imgflaky": ("done", None),
+    "busy": ("done", None), "imgflaky": ("done", None), "oddretry": ("done", None), "badimg": ("done", None),
     "trunc": ("failed", "truncated_image"), "htmlimg": ("failed", "not_image_content_type"),
     "fakejpeg": ("failed", "not_an_image"), "bomb": ("failed", "too_many_pixels"),
 }
@@ -77,6 +83,8 @@ class FaultyShop:
     def page(self, slug: str) -> str:
         label = "" if slug == "emptylabel" else f"Machine part {slug.split('-')[0]}"
         gallery = "" if slug == "noimg" else f'<img src="{self.images_url}/img/{slug}.jpg">'
+        if slug in ("badimg", "onlybadimg"):
+            gallery = '<img src="http://[oops/a.jpg">' + (gallery if slug == "badimg" else "")
         return (f'<html><body><div class="product"><h1 class="title">{label}</h1>'
                 f'<div class="gallery">{gallery}</div><div class="info"><p>Steel part for machines.</p>'
                 f"<p>Material: steel</p></div></div></body></html>")
@@ -94,6 +102,7 @@ class FaultyShop:
             return web.Response(text=f'<sitemapindex xmlns="{NS}">{body}</sitemapindex>', content_type="application/xml")
         if path == "/sitemap-1.xml":
             urls = [f"{self.base_url}/p/{slug}" for slug in PAGE_EXPECTED] + [f"{self.base_url}/secret/p/1"]
+            urls.append("http://[oops/p/broken")  # a <loc> urlsplit refuses: the sitemap still completes
             body = "".join(f"<url><loc>{u}</loc></url>" for u in urls)
             return web.Response(text=f'<urlset xmlns="{NS}">{body}</urlset>', content_type="application/xml")
         if path == "/sitemap-bomb.xml.gz":
@@ -125,6 +134,12 @@ class FaultyShop:
         if slug == "private":
             # Refused by the address guard before any connection is made.
             raise web.HTTPFound("http://10.255.255.1/p/ok-1")
+        if slug == "badredirect":
+            return web.Response(status=302, headers={"Location": "http://[oops/p"})
+        if slug == "oddretry" and first:
+            return web.Response(status=503, headers={"Retry-After": "²"})
+        if slug == "rot13":
+            return web.Response(body=b"<html><p>\xff\xfe</p></html>", headers={"Content-Type": "text/html; charset=rot13"})
         if slug == "binary":
             return web.Response(body=bytes(range(256)) * 20, content_type="text/html")
         return web.Response(text=self.page(slug), content_type="text/html")

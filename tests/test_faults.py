@@ -53,7 +53,7 @@ def test_every_fault_ends_as_it_should(faulty, tmp_path):
     assert pages["secret/p/1"] == ("failed", "robots_disallowed")
     assert "/secret/p/1" not in faulty.shop.hits  # disallowed pages are never requested
     # Transient faults were each answered once and then recovered.
-    for slug in ("flaky-1", "flaky-2", "flaky-3", "limited-1", "limited-2", "busy"):
+    for slug in ("flaky-1", "flaky-2", "flaky-3", "limited-1", "limited-2", "busy", "oddretry"):
         assert faulty.shop.hits[f"/p/{slug}"] == 2, slug
 
     label_everything_by_hand(tmp_path / "run" / "state.sqlite")
@@ -78,7 +78,7 @@ def test_every_fault_ends_as_it_should(faulty, tmp_path):
     failed_a = host_lines.split("127.0.0.2", 1)[1].split("127.0.0.3", 1)[0]
     failed_b = host_lines.split("127.0.0.3", 1)[1]
     for reason in ("http_404 1", "timeout 1", "redirect_loop 1", "address_refused 1", "robots_disallowed 1",
-                   "undecodable_page 1", "malformed_sitemap 1", "too_large 1"):
+                   "undecodable_page 2", "malformed_sitemap 1", "too_large 1", "bad_url 1"):
         assert reason in failed_a, reason
     for reason in ("truncated_image 1", "too_many_pixels 1", "not_an_image 1", "not_image_content_type 1"):
         assert reason in failed_b and reason not in failed_a, reason

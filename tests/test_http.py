@@ -140,3 +140,14 @@ async def test_stats_taken_while_a_request_waits_lose_nothing(faulty_server):
     # The request and its 200 are counted once each, whichever delta they fell into.
     assert sum(r[1] for r in rows) == 1 and sum(r[3] for r in rows) == 1
     assert sum(r[9] for r in rows) == len(b"slow")
+
+
+@pytest.mark.parametrize("url", ["http://[oops/x", "http://[::1/p", "http://shop.example:99999/p", "http://a:port/p"])
+async def test_a_url_no_parser_takes_is_bad_url(url):
+    from ilid_async.urls import domain_allowed, host_of, split_url
+
+    assert split_url(url) is None and host_of(url) == "" and not domain_allowed(url, ["shop.example"])
+    async with HttpClient(HttpSettings(allow_loopback=True)) as http:
+        with pytest.raises(ItemError) as err:
+            await http.get(url, max_bytes=1000)
+    assert err.value.reason == "bad_url"

@@ -67,6 +67,13 @@ def test_deeply_nested_jsonld_beside_a_product_block() -> None:
         assert found is not None and found.name == "Hex bolt M12"
 
 
+def test_urls_no_parser_takes_are_skipped() -> None:
+    bolt = {**BOLT, "url": "http://[oops/p", "@id": "http://[oops/#id",
+            "image": ["http://[oops/a.jpg", "https://cdn.example/bolt.jpg"]}
+    found = only(page(ld(bolt)), JSONLD)
+    assert found is not None and found.images == ["https://cdn.example/bolt.jpg"]
+
+
 def test_jsonld_product_fields() -> None:
     html = page(head=ld({**BOLT, "material": "steel", "color": "zinc plated",
                          "additionalProperty": [{"@type": "PropertyValue", "name": "Length", "value": 40},
