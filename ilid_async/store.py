@@ -23,6 +23,8 @@ from pathlib import Path
 
 import orjson
 
+from .errors import UserError
+
 from .urls import host_of
 
 SCHEMA = """
@@ -172,6 +174,16 @@ def sample_of(record_id: str) -> float:
 class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
+        try:
+            self._open(readonly)
+        except sqlite3.DatabaseError as e:  # not a database, truncated, locked, unreadable
+            db = getattr(self, "db", None)
+            if db is not None:
+                db.close()
+            hint = "another process holds it" if "locked" in str(e) else "move it away to start the run afresh"
+            raise UserError(f"{self.path}: cannot use the run's state store ({e}; {hint})") from None
+
+    def _open(self, readonly: bool) -> None:
         if readonly:
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
         else:
@@ -186,6 +198,7 @@ class Store:
             for column, kind in RECORD_COLUMNS_ADDED.items():
                 if column not in have:
                     self.db.execute(f"ALTER TABLE records ADD COLUMN {column} {kind}")
+        self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: a database?
         self._hosts_seen: dict[str, set[str]] = {}  # per table, hosts met while leasing
         self.db.execute("PRAGMA busy_timeout=10000")
         # Group commit (see group_commits): items per group, seconds a group may stay open.

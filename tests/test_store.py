@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ilid_async.store import Store
 
 
@@ -133,3 +135,27 @@ def test_a_killed_group_loses_its_leases_with_its_results(tmp_path):
     assert reopened.release_leases() == 0
     assert {t.url for t in reopened.lease_pages(10)} == {f"http://a.test/p/{i}" for i in range(3)}
     reopened.close()
+
+
+@pytest.mark.parametrize("content", [b"this is no database" * 100, b"SQLite format 3\x00" + b"\x00" * 50])
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_corrupt_state_store_is_a_user_error_naming_it(tmp_path, content, readonly):
+    from ilid_async.errors import UserError
+
+    path = tmp_path / "state.sqlite"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        Store(path, readonly=readonly)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_status_of_a_corrupt_store_is_one_line_exit_2(tmp_path):
+    from conftest import run_cli, write_config
+
+    config = write_config(tmp_path, "source = 'x'\nsitemap_urls = ['http://127.0.0.1:9/s.xml']\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "state.sqlite").write_bytes(b"garbage" * 1000)
+    for command in ("status", "run"):
+        result = run_cli(command, str(config), timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and "state.sqlite" in lines[0], result.stderr
