@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .label.quality import GROUNDED_FIELDS, text_words, words_from_text
+from .label.quality import GROUNDED_FIELDS, first_word_not_from_text, text_word_set
 
 DEMO_PLACEHOLDER = "{demo}"
 LABEL_FIELDS = ("label_long", "label_short", "description", "material", "material_finish")
@@ -454,7 +454,8 @@ def _check_example(prompt: PromptConfig, example: PromptExample, file: str, key:
         if limit:
             _require(len(value.split()) <= limit, file, f"{key}.{name}", f"more than {limit} words (max_words)")
         if name in prompt.from_text:
-            _require(words_from_text(value, text_words(example.label, [example.text])), file, f"{key}.{name}",
+            words = text_word_set(example.label, [example.text])
+            _require(first_word_not_from_text(value, words, complete=True) is None, file, f"{key}.{name}",
                      "has words that are not in the example's label or text (from_text)")
 
 

@@ -53,6 +53,8 @@ class ChatFormat:
             import jinja2
             from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+            self._error = jinja2.TemplateError  # what render() turns into ValueError
+
             env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                                 extensions=["jinja2.ext.loopcontrols"])
             # What model templates call: HF's raise_exception and strftime_now.
@@ -79,11 +81,9 @@ class ChatFormat:
         for question, answer in turns:
             messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         messages.append({"role": "user", "content": user})
-        import jinja2
-
         try:
             # The tokenizer adds the model's BOS token itself.
             return self._compiled.render(messages=messages, add_generation_prompt=True,
                                          bos_token="", eos_token="")
-        except jinja2.TemplateError as e:
+        except self._error as e:
             raise ValueError(f"the chat template fails ({e})") from None

@@ -570,7 +570,6 @@ class LabelEngine:
             return [llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, row) for seq, row in outputs]
         return logits.argmax(axis=1).tolist()
 
-
     def _mask(self, logits: np.ndarray, outputs: list[tuple[_Seq, int]]) -> None:
         """The field rules in the logits, in place (the sampler chains read the same buffer):
         a from_text field keeps only its record's tokens; tokens with digits never win for a

@@ -48,7 +48,6 @@ AVOID_SECONDS = 10.0  # a server that failed a request gets no new records for t
 NO_DIGITS_GRAMMAR = 'root ::= [^0-9"\\n]* (["\\n] .*)?'
 
 
-
 class _Failed(Exception):
     """One record's labelling failed; ``reason`` is what the store records."""
 

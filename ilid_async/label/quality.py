@@ -126,10 +126,16 @@ def text_word_set(label: str, data: Iterable[str]) -> set[str]:
     words, with "none": what ``words_from_text`` checks against."""
     words = {NO_VALUE}
     for piece in (label, *data):
-        for word in _TEXT_WORD.findall(piece.lower()):
-            words.add(word)
-            words.update(word.split("-"))
+        _add_words(words, _TEXT_WORD.findall(piece.lower()))
     return words
+
+
+def _add_words(words: set[str], found: Iterable[str]) -> None:
+    """Lower-cased words and the parts of hyphenated ones, into ``words``."""
+    for word in found:
+        word = word.lower()
+        words.add(word)
+        words.update(word.split("-"))
 
 
 def word_from_text(word: str, words: set[str]) -> bool:
@@ -140,8 +146,9 @@ def word_from_text(word: str, words: set[str]) -> bool:
 
 def words_from_text(value: str, words: Iterable[str]) -> bool:
     """True when every word of ``value`` is one of ``words`` (``text_words``), in any case."""
-    allowed = {part for w in words for part in (w.lower(), *w.lower().split("-"))}
-    return all(word_from_text(w, allowed) for w in _TEXT_WORD.findall(value))
+    allowed: set[str] = set()
+    _add_words(allowed, words)
+    return first_word_not_from_text(value, allowed, complete=True) is None
 
 
 def first_word_not_from_text(text: str, words: set[str], complete: bool) -> int | None:
