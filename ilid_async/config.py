@@ -74,6 +74,10 @@ class HttpSettings:
     max_redirects: int = 5
     max_page_bytes: int = 5_000_000
     max_sitemap_bytes: int = 100_000_000  # after gzip decompression
+    # Sitemaps per shop and crawl pass, and index levels below the sitemaps the shop file (or
+    # its robots.txt) names: generated index chains must not grow the crawl without end.
+    max_sitemaps: int = 10_000
+    max_sitemap_depth: int = 4
     max_image_bytes: int = 25_000_000
     allow_loopback: bool = False  # fetch from 127.0.0.0/8 and ::1 (demo shop, tests)
     allow_private: bool = False  # fetch from private, link-local and other internal ranges
