@@ -1,10 +1,14 @@
 """Every request goes through here: sitemaps, robots.txt, pages and images alike.
 
-One aiohttp session; per host a concurrency cap (semaphore) and a rate limit (asyncio-throttle)
-that a Retry-After or a robots.txt Crawl-delay can tighten; retries with exponential backoff and
-jitter for transient failures; caps on time, redirects and body size; and an address guard that
-refuses private and loopback addresses unless the config allows them, checked on every redirect
-hop and again when aiohttp resolves the name to connect (so DNS cannot swap the address).
+One aiohttp session, whose connector caps connections over all hosts (``http.concurrency``; a
+connection is held until its body is read or dropped). Per host, a ``hosts.Host``: a concurrency
+cap whose slot each request holds from before it is sent until its response is released (body
+included; a redirect hop or a retried attempt gives its slot back before the next one asks), and
+a rate limit on request starts that a Retry-After or a robots.txt Crawl-delay can tighten.
+Retries with exponential backoff and jitter for transient failures; caps on time, redirects and
+body size; and an address guard (``address_allowed``) that refuses every address that is not
+globally routable unless the config allows it, checked on every redirect hop and again when
+aiohttp resolves the name to connect (so DNS cannot swap the address).
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
-from asyncio_throttle import Throttler
 from multidict import CIMultiDictProxy
 from protego import Protego
 
 from .config import HttpSettings
 from .errors import ItemError
+from .hosts import Hosts, Slot
 from .urls import host_of, split_url
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -41,15 +46,65 @@ class AddressRefused(OSError):
     """The host resolves to an address class the config does not allow."""
 
 
-def address_allowed(ip: str, *, allow_loopback: bool, allow_private: bool) -> bool:
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    if addr.is_loopback:
-        return allow_loopback
-    if addr.is_private or addr.is_link_local or addr.is_multicast or addr.is_reserved or addr.is_unspecified:
-        return allow_private
-    return True
+# The NAT64 well-known prefix: on an IPv6-only network with DNS64 every IPv4 host resolves into
+# it, and the translator connects to the IPv4 address in the last 32 bits.
+_NAT64 = IPv6Network("64:ff9b::/96")
+# Deprecated IPv4-compatible addresses (::a.b.c.d); :: and ::1 are in it too and judged as such.
+_IPV4_COMPATIBLE = IPv6Network("::/96")
+
+
+def _needs(addr: IPv4Address | IPv6Address) -> set[str]:
+    """The permissions ("loopback", "private") connecting to ``addr`` needs; empty if global."""
+    if isinstance(addr, IPv6Address):
+        if addr.ipv4_mapped is not None:  # the socket connects to the IPv4 address itself
+            return _needs(addr.ipv4_mapped)
+        if addr in _NAT64:  # judged as the IPv4 address it translates to, as if asked directly
+            return _needs(IPv4Address(int(addr) & 0xFFFFFFFF))
+        inner = [a for a in (addr.sixtofour, *(addr.teredo or ())) if a is not None]
+        if addr in _IPV4_COMPATIBLE and not (addr.is_unspecified or addr.is_loopback):
+            inner.append(IPv4Address(int(addr)))
+        if inner:
+            # Tunnels into IPv4 (6to4, Teredo, IPv4-compatible) are deprecated, and relays
+            # forward to the embedded address: internal use at best, and the embedded address
+            # must pass too, so none of them is a way around the guard.
+            return {"private"}.union(*(_needs(a) for a in inner))
+    if addr.is_loopback or addr.is_unspecified:  # Linux connects 0.0.0.0 and :: to the local host
+        return {"loopback"}
+    # is_global alone is not enough on every Python: 3.11 counts multicast, fec0::/10 and 6to4
+    # as global.
+    if (not addr.is_global or addr.is_private or addr.is_link_local or addr.is_multicast
+            or addr.is_reserved or getattr(addr, "is_site_local", False)):
+        return {"private"}
+    return set()
+
+
+def address_allowed(ip: str | IPv4Address | IPv6Address, *, allow_loopback: bool,
+                    allow_private: bool) -> bool:
+    """Whether the crawler may connect to ``ip`` (a resolver's answer, zone id allowed).
+
+    By default only globally routable unicast addresses pass. ``allow_loopback`` adds the local
+    host: 127.0.0.0/8, ::1, and the unspecified 0.0.0.0 and :: (which reach the local host).
+    ``allow_private`` adds every other address that is not global: private (10/8, 172.16/12,
+    192.168/16, fc00::/7), link-local (169.254/16, where cloud metadata services listen;
+    fe80::/10), shared CGNAT space 100.64/10 (another cloud's metadata at 100.100.100.200),
+    documentation, benchmarking and reserved ranges, multicast and broadcast. An address with
+    an IPv4 address inside is judged by that too, and the stricter verdict wins: IPv4-mapped
+    (::ffff:a.b.c.d) and NAT64 (64:ff9b::/96) count as the IPv4 address; 6to4 (2002::/16),
+    Teredo (2001::/32) and IPv4-compatible (::a.b.c.d) need ``allow_private`` and the embedded
+    address's permission. A string that is no IP address is never allowed (False); anything
+    but a string or an ``ipaddress`` address is a caller's bug: TypeError.
+    """
+    if isinstance(ip, str):
+        try:
+            addr = ipaddress.ip_address(ip.split("%", 1)[0])  # "fe80::1%eth0": the zone id goes
+        except ValueError:
+            return False
+    elif isinstance(ip, (IPv4Address, IPv6Address)):
+        addr = ip
+    else:
+        raise TypeError(f"an IP address as str or ipaddress object, not {type(ip).__name__}")
+    needs = _needs(addr)
+    return (allow_loopback or "loopback" not in needs) and (allow_private or "private" not in needs)
 
 
 class GuardedResolver(AbstractResolver):
@@ -107,39 +162,6 @@ class HostStats:
     latency_total: float = 0.0
 
 
-class _Host:
-    """Politeness state of one host: concurrency, rate, and a pause until a Retry-After."""
-
-    def __init__(self, rate: float, concurrency: int):
-        self.semaphore = asyncio.Semaphore(concurrency)
-        self.rate = 0.0
-        self.throttler: Throttler | None = None
-        if rate:
-            self.set_rate(rate)
-        self.paused_until = 0.0
-
-    def set_rate(self, requests_per_second: float) -> None:
-        # One request per 1/rate seconds: exact for fractional rates, and evenly spaced
-        # requests are kinder to a shop than bursts of `rate` at the start of every second.
-        self.rate = requests_per_second
-        self.throttler = Throttler(rate_limit=1, period=1.0 / requests_per_second, retry_interval=0.005)
-
-    def lower_rate(self, requests_per_second: float) -> None:
-        """robots.txt Crawl-delay may only make us slower, never faster."""
-        if not self.rate or requests_per_second < self.rate:
-            self.set_rate(requests_per_second)
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        async with self.semaphore:
-            while (wait := self.paused_until - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-            if self.throttler:
-                async with self.throttler:
-                    pass
-            yield
-
-
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """Retry-After is either seconds or an HTTP date."""
     if not value:
@@ -162,7 +184,7 @@ class HttpClient:
     def __init__(self, settings: HttpSettings):
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
-        self._hosts: dict[str, _Host] = {}
+        self.hosts = Hosts(settings)  # the one per-host state: this client and the stages' leasing
         self._robots: dict[str, Protego | None] = {}
         self._robots_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._address_ok: dict[str, bool] = {}
@@ -171,7 +193,9 @@ class HttpClient:
     async def __aenter__(self) -> HttpClient:
         s = self.settings
         connector = aiohttp.TCPConnector(
-            limit=s.concurrency, limit_per_host=0,  # per-host caps are ours (_Host), with overrides
+            # Per-host caps are ours (hosts.Host, with overrides). A connection counts against
+            # the limit until its response is released, so this caps bodies being read too.
+            limit=s.concurrency, limit_per_host=0,
             resolver=GuardedResolver(s), ttl_dns_cache=300,
         )
         self._session = aiohttp.ClientSession(
@@ -186,10 +210,9 @@ class HttpClient:
         if self._session:
             await self._session.close()
 
-    def host(self, host: str) -> _Host:
-        if host not in self._hosts:
-            self._hosts[host] = _Host(*self.settings.limits_for(host))
-        return self._hosts[host]
+    def host_concurrency(self, host: str) -> int:
+        """Requests to ``host`` that may be in flight at once: what a stage leases up to."""
+        return self.hosts.concurrency(host)
 
     def take_stats(self) -> list[tuple]:
         """Rows for Store.add_host_stats; counting restarts so rows are deltas. The counters are
@@ -253,7 +276,7 @@ class HttpClient:
         rules = Protego.parse(resp.body.decode("utf-8", "replace"))
         delay = rules.crawl_delay(self.settings.user_agent)
         if delay:
-            self.host(host_of(robots_url)).lower_rate(1.0 / float(delay))
+            self.hosts.get(host_of(robots_url)).lower_rate(1.0 / float(delay))
         return rules
 
     async def allowed_by_robots(self, url: str, parts=None) -> bool:
@@ -291,13 +314,14 @@ class HttpClient:
     async def open(
         self, url: str, *, headers: dict[str, str] | None = None, check_robots: bool = False
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """An open response after redirects and retries, for reading the body as a stream."""
+        """An open response after redirects and retries, for reading the body as a stream. It
+        holds its host's slot until the block is left, however it is left."""
         assert self._session is not None, "use HttpClient as an async context manager"
         s = self.settings
         attempt = 0
         while True:
             try:
-                resp = await self._follow_redirects(url, headers, check_robots)
+                resp, slot = await self._follow_redirects(url, headers, check_robots)
             except ItemError as e:
                 if e.reason in ("timeout", "connection_error") and attempt < s.retries:
                     attempt += 1
@@ -308,16 +332,18 @@ class HttpClient:
             if resp.status in RETRY_STATUSES and attempt < s.retries:
                 pause = retry_after_seconds(resp.headers.get("Retry-After"))
                 resp.release()
+                slot.release()  # before waiting: the backoff must not hold a slot of the host
                 attempt += 1
                 self.stats[host_of(url)].retries += 1
                 if pause is not None and resp.status in (429, 503):
                     # The server told us when: pause the whole host, not just this request.
-                    host = self.host(host_of(str(resp.url)))
-                    host.paused_until = max(host.paused_until, time.monotonic() + pause)
+                    self.hosts.get(host_of(str(resp.url))).pause(pause)
                 else:
                     await asyncio.sleep(self._backoff(attempt))
                 continue
             break
+        # No await between _follow_redirects returning and this try: a cancellation cannot
+        # come in between, so the finally always gives the slot back.
         try:
             yield resp
         except asyncio.TimeoutError:
@@ -326,13 +352,15 @@ class HttpClient:
             raise ItemError("connection_error", f"{type(e).__name__}: {e}") from None
         finally:
             resp.release()
+            slot.release()
 
     def _backoff(self, attempt: int) -> float:
         return self.settings.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
 
     async def _follow_redirects(
         self, url: str, headers: dict[str, str] | None, check_robots: bool
-    ) -> aiohttp.ClientResponse:
+    ) -> tuple[aiohttp.ClientResponse, Slot]:
+        """The final response of a redirect chain and the host slot it holds."""
         seen = set()
         for _ in range(self.settings.max_redirects + 1):
             if url in seen:
@@ -344,11 +372,14 @@ class HttpClient:
             await self.check_address(url, parts)
             if check_robots and not await self.allowed_by_robots(url, parts):
                 raise ItemError("robots_disallowed", url)
-            resp = await self._request(url, (parts.hostname or "").lower(), headers)
+            resp, slot = await self._request(url, (parts.hostname or "").lower(), headers)
             if resp.status not in REDIRECT_STATUSES:
-                return resp
+                return resp, slot
             location = resp.headers.get("Location")
+            # Each hop gives its slot back before the next asks: with one slot per host, a
+            # redirect to the same host (or its robots.txt) would otherwise wait for itself.
             resp.release()
+            slot.release()
             if not location:
                 raise ItemError("bad_redirect", f"{resp.status} without Location")
             try:
@@ -357,9 +388,14 @@ class HttpClient:
                 raise ItemError("bad_url", f"redirect to {location!r}") from None
         raise ItemError("too_many_redirects", url)
 
-    async def _request(self, url: str, host_name: str, headers: dict[str, str] | None) -> aiohttp.ClientResponse:
+    async def _request(
+        self, url: str, host_name: str, headers: dict[str, str] | None
+    ) -> tuple[aiohttp.ClientResponse, Slot]:
+        """One request, headers read; the returned slot stays taken until the caller releases
+        it with the response. On any error (cancellation included) it is released here."""
         stats = self.stats[host_name]
-        async with self.host(host_name).slot():
+        slot = await self.hosts.get(host_name).acquire()
+        try:
             started = time.monotonic()
             stats.requests += 1
             try:
@@ -375,8 +411,11 @@ class HttpClient:
             except aiohttp.ClientError as e:
                 stats.errors += 1
                 raise ItemError("connection_error", f"{type(e).__name__}: {e}") from None
-            stats.latency_total += time.monotonic() - started
+        except BaseException:
+            slot.release()
+            raise
+        stats.latency_total += time.monotonic() - started
         stats.by_class[f"{resp.status // 100}xx"] += 1
         if resp.status == 429:
             stats.status_429 += 1
-        return resp
+        return resp, slot

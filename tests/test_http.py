@@ -22,6 +22,16 @@ from ilid_async.http import HttpClient, address_allowed, retry_after_seconds
         ("169.254.169.254", False, False, False), ("224.0.0.1", False, False, False),
         ("::ffff:127.0.0.1", False, False, False), ("0.0.0.0", False, False, False),
         ("93.184.216.34", False, False, True),
+        # Kept by issue 13's stricter guard (tests/test_hosts.py has the ranges it added).
+        ("2606:4700::1111", False, False, True), ("fe80::1%eth0", False, True, True),
+        ("::ffff:127.0.0.1", True, False, True), ("::ffff:127.0.0.1", False, True, False),
+        ("100.100.100.200", False, True, True), ("2002:a9fe:a9fe::", False, True, True),
+        ("2002:7f00:1::", True, True, True), ("64:ff9b::7f00:1", False, False, False),
+        ("64:ff9b::a9fe:a9fe", True, False, False), ("224.0.0.1", False, True, True),
+        ("ff02::1", False, False, False), ("ff02::1", False, True, True), ("::7f00:1", True, False, False),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", True, True, True),  # Teredo to 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:a2cb:2bdd", False, False, False),  # Teredo, both global
+        ("2001:0:4136:e378:8000:63bf:a2cb:2bdd", False, True, True),
     ],
 )
 def test_address_classes(ip, loopback, private, allowed):
