@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import shutil
@@ -389,8 +388,8 @@ async def run_server(items: list[BenchRecord], server: LlamaServer, prompt: Prom
 
 async def run_backend(records: list[tuple[str, list[str]]], prompts: list[str], server: LlamaServer,
                       llm: LlmSettings, prompt: PromptConfig, clients: int) -> SideResult:
-    settings = dataclasses.replace(llm, backend="openai", base_urls=[f"{server.url}/v1"],
-                                   max_in_flight=clients, request_timeout=REQUEST_TIMEOUT_S)
+    settings = llm.replace(backend="openai", base_urls=[f"{server.url}/v1"],
+                           max_in_flight=clients, request_timeout=REQUEST_TIMEOUT_S)
     backend = OpenAIBackend(settings, prompt)
     # The backend renders its own prompts (the prompt file's template, max_input_chars only), as
     # its _label does; they must be the other sides' texts or the comparison is off.

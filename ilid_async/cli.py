@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
+import math
 import sys
 from pathlib import Path
 
-from .config import STAGES, HttpSettings, load_config, load_shop
+from .config import STAGES, HttpSettings, ImageSettings, SettingError, check_setting, load_config, load_shop
 from .errors import ItemError, UserError
 
 
@@ -20,6 +20,33 @@ def _stages(value: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"unknown stage {unknown[0] if unknown else '(none)'}; choose from {', '.join(STAGES)}")
     return names
+
+
+def _setting(cls: type, key: str, parse: type):
+    """An argparse type for a flag that stands for setting ``key`` of ``cls``: the flag keeps the
+    setting's bounds, so `--concurrency 0` is refused as `concurrency = 0` in a config is."""
+
+    def check(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {parse.__name__} value: {text!r}") from None
+        try:
+            return check_setting(cls, key, value)
+        except SettingError as e:
+            raise argparse.ArgumentTypeError(e.problem) from None
+
+    return check
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError("must be a finite number, 0 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fetch every page again (by default a new run after a finished crawl fetches "
                           "only new pages and pages whose sitemap lastmod is newer than our copy)")
 
-    run.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+    run.add_argument("--progress-interval", type=_seconds, default=10.0, metavar="SECONDS",
                      help="seconds between progress lines when stderr is not a terminal (a terminal "
                           "gets a live display); 0 = no progress (default %(default)s)")
 
@@ -48,15 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="download and resize the images of an ILID dataset file")
     dl.add_argument("--dataset", required=True, help="dataset JSON file (ILID format)")
     dl.add_argument("--folder", required=True, help="images folder")
-    dl.add_argument("--image_width", type=int, default=512)
-    dl.add_argument("--image_height", type=int, default=512)
+    images, http = ImageSettings(), HttpSettings()
+    dl.add_argument("--image_width", type=_setting(ImageSettings, "width", int), default=images.width)
+    dl.add_argument("--image_height", type=_setting(ImageSettings, "height", int), default=images.height)
     dl.add_argument("--replace", action="store_true", help="download images that already exist")
     dl.add_argument("--dataset-downloaded", "--dataset_downloaded", dest="dataset_downloaded",
                     help="write the entries whose image exists here (default: rewrite --dataset)")
-    dl.add_argument("--concurrency", type=int, default=32, help="requests in flight over all hosts")
-    dl.add_argument("--per-host-rate", type=float, default=HttpSettings.per_host_rate,
+    dl.add_argument("--concurrency", type=_setting(HttpSettings, "concurrency", int),
+                    default=http.concurrency,
+                    help="requests in flight over all hosts (default %(default)s)")
+    dl.add_argument("--per-host-rate", type=_setting(HttpSettings, "per_host_rate", float),
+                    default=http.per_host_rate,
                     help="requests per second to one host (0 = no limit; default %(default)s)")
-    dl.add_argument("--per-host-concurrency", type=int, default=HttpSettings.per_host_concurrency,
+    dl.add_argument("--per-host-concurrency", type=_setting(HttpSettings, "per_host_concurrency", int),
+                    default=http.per_host_concurrency,
                     help="requests in flight to one host (default %(default)s)")
     dl.add_argument("--allow-loopback", action="store_true",
                     help="allow image URLs on 127.0.0.0/8 (local test shops)")
@@ -89,8 +121,6 @@ def _run(args: argparse.Namespace) -> int:
     from .report import format_summary
 
     cfg = load_config(args.config)
-    if args.progress_interval < 0:
-        raise UserError("--progress-interval must be 0 or more")
     pipeline = Pipeline(cfg, args.stages, replace_images=args.replace_images, recrawl=args.recrawl,
                         progress_interval=args.progress_interval)
     try:
@@ -124,8 +154,6 @@ def _status(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     from .download import download_dataset
 
-    if args.image_width <= 0 or args.image_height <= 0:
-        raise UserError("--image_width and --image_height must be positive")
     settings = HttpSettings(concurrency=args.concurrency, allow_loopback=args.allow_loopback,
                             per_host_rate=args.per_host_rate, per_host_concurrency=args.per_host_concurrency)
     report = run_event_loop(download_dataset(
@@ -190,7 +218,7 @@ def _shop_check(args: argparse.Namespace) -> int:
             raise UserError("--url is for saved pages; give the page URL alone")
         settings = load_config(args.config).http if args.config else HttpSettings()
         if args.allow_loopback:
-            settings = dataclasses.replace(settings, allow_loopback=True)
+            settings = settings.replace(allow_loopback=True)
         try:
             page_url, body, charset = run_event_loop(fetch_page(shop, args.page, settings))
         except ItemError as e:

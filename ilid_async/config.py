@@ -1,116 +1,154 @@
 """config.toml + shops/*.toml + prompts/*.toml -> typed settings.
 
-Every table is a dataclass; every key has a default unless marked required. Unknown keys and
-wrong types are user errors that name the file and the dotted key, because a typo in a crawl
-config must never be silently ignored.
+Every table is a msgspec Struct whose fields declare their types, bounds (``Meta``) and choices
+(``Literal``): that is the one place that says what a setting may be. Unknown keys, wrong types
+and values out of bounds are user errors that name the file and the dotted key, because a typo in
+a crawl config must never be silently ignored. Checks across keys and files follow the tables.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import importlib.util
+import math
 import os
 import re
 import tomllib
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, field
 
 from .errors import UserError
 from .label.quality import GROUNDED_FIELDS, first_word_not_from_text, text_word_set
 
 DEMO_PLACEHOLDER = "{demo}"
-LABEL_FIELDS = ("label_long", "label_short", "description", "material", "material_finish")
+LabelField = Literal["label_long", "label_short", "description", "material", "material_finish"]
+LABEL_FIELDS: tuple[str, ...] = typing.get_args(LabelField)
 # The prompt's own word limits (SPEC 3): a short label of at most 4 words, a description of at
 # most 30; material and finish are short phrases.
 DEFAULT_MAX_WORDS = {"label_short": 4, "description": 30, "material": 5, "material_finish": 5}
 PACKAGED_PROMPT = Path(__file__).parent / "prompts" / "default.toml"
 # Marks fields that the loader fills in; they are not keys of any file.
-LOADED = {"loaded": True}
+LOADED = "loaded"
 STAGES = ("crawl", "label", "images", "dataset")
 
+# --- what a value may be -------------------------------------------------------------------------
+# A bound is worded from its Meta ("must be at least 1", "must be in 1..65535") unless the Meta
+# has a description, which is then the whole problem. Besides these, no float may be nan or inf
+# and no integer may leave TOML's 64 bits (_check_numbers): nan passes no comparison, so a timeout
+# or rate of nan would quietly mean "none" or "never".
+AtLeast0 = Annotated[int, Meta(ge=0)]
+AtLeast1 = Annotated[int, Meta(ge=1)]
+Seconds = Annotated[float, Meta(gt=0)]  # a time limit: 0 or less would be none at all
+Delay = Annotated[float, Meta(ge=0)]
+Rate = Annotated[float, Meta(ge=0)]  # requests per second; 0 = no limit
+Fraction = Annotated[float, Meta(gt=0, le=1)]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+# Sent as an HTTP header value, where a CR or LF would end the header early.
+HeaderText = Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z",
+                                 description="must not contain line breaks or other control characters")]
+FileName = Annotated[str, Meta(pattern=r"^(?!\.\.?\Z)[^/\\\x00-\x1f\x7f]+\Z",
+                               description="must be a plain file name (not empty, no folders, not . or ..)")]
+ServerUrl = Annotated[str, Meta(pattern=r"^https?://", description="must start with http:// or https://")]
 
-@dataclass
-class RunSettings:
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True):
+    """One table of a settings file; a key it does not declare is an error, not ignored."""
+
+    def replace(self: _T, **changes: Any) -> _T:
+        """A copy with some values changed."""
+        return msgspec.structs.replace(self, **changes)
+
+
+_T = TypeVar("_T", bound=_Table)
+
+
+class RunSettings(_Table, kw_only=True):
     dir: str = "runs/demo"  # run folder: state.sqlite, dataset file, images/
-    dataset: str = "ilid.json"  # dataset file name inside the run folder
-    shops: list[str] = field(default_factory=list)  # shop files, relative to the config file
+    dataset: FileName = "ilid.json"  # dataset file name inside the run folder
+    shops: list[str] = []  # shop files, relative to the config file
     # Back-pressure: the crawl pauses while this many records wait for labelling.
-    max_label_backlog: int = 2000
+    max_label_backlog: AtLeast1 = 2000
     # Processes that parse product pages: -1 = one per core but one (the event loop's), 0 = parse
     # in the event loop's process (no pool: fine for small shops).
-    extract_workers: int = -1
+    extract_workers: Annotated[int, Meta(ge=-1, description="must be -1 (auto), 0 or more")] = -1
 
 
-@dataclass
-class DemoSettings:
+class DemoSettings(_Table, kw_only=True):
     enabled: bool = False  # serve the bundled demo shop on loopback during the run
     host: str = "127.0.0.1"
-    port: int = 8642  # fixed, so that image URLs (and so record ids) are the same every run
-    products: int = 320
+    port: Port = 8642  # fixed, so that image URLs (and so record ids) are the same every run
+    products: AtLeast1 = 320
     seed: int = 7
 
 
-@dataclass
-class HostLimits:
+_HOST_RATE = "must be -1 (http.per_host_rate), 0 (no limit) or more"
+
+
+class HostLimits(_Table, kw_only=True):
     """Per-host override of the default politeness limits; -1 / 0 keep the default."""
 
-    rate: float = -1.0  # requests per second; 0 = no limit; -1 = http.per_host_rate
-    concurrency: int = 0  # requests in flight; 0 = http.per_host_concurrency
+    # requests per second; 0 = no limit; -1 = http.per_host_rate
+    rate: Annotated[float, Meta(ge=-1, description=_HOST_RATE)] = -1.0
+    concurrency: AtLeast0 = 0  # requests in flight; 0 = http.per_host_concurrency
 
 
-@dataclass
-class HttpSettings:
-    user_agent: str = "ilid-async/0.1 (language-image dataset crawler)"
-    concurrency: int = 32  # requests in flight over all hosts
-    per_host_concurrency: int = 4
-    per_host_rate: float = 4.0  # requests per second per host; 0 = no limit
-    hosts: dict[str, HostLimits] = field(default_factory=dict)  # overrides by host name
-    connect_timeout: float = 10.0
-    timeout: float = 30.0  # total time for one request, body included
-    retries: int = 3  # extra attempts after the first for transient failures
-    backoff: float = 0.5  # first retry delay in seconds; doubles each time, with jitter
-    max_redirects: int = 5
-    max_page_bytes: int = 5_000_000
-    max_sitemap_bytes: int = 100_000_000  # after gzip decompression
+class HttpSettings(_Table, kw_only=True):
+    user_agent: HeaderText = "ilid-async/0.1 (language-image dataset crawler)"
+    concurrency: AtLeast1 = 32  # requests in flight over all hosts
+    per_host_concurrency: AtLeast1 = 4
+    per_host_rate: Rate = 4.0  # requests per second per host; 0 = no limit
+    hosts: dict[str, HostLimits] = {}  # overrides by host name
+    connect_timeout: Seconds = 10.0
+    timeout: Seconds = 30.0  # total time for one request, body included
+    retries: AtLeast0 = 3  # extra attempts after the first for transient failures
+    backoff: Delay = 0.5  # first retry delay in seconds; doubles each time, with jitter
+    max_redirects: AtLeast0 = 5
+    max_page_bytes: AtLeast1 = 5_000_000
+    max_sitemap_bytes: AtLeast1 = 100_000_000  # after gzip decompression
     # Sitemaps per shop and crawl pass, and index levels below the sitemaps the shop file (or
     # its robots.txt) names: generated index chains must not grow the crawl without end.
-    max_sitemaps: int = 10_000
-    max_sitemap_depth: int = 4
-    max_image_bytes: int = 25_000_000
+    max_sitemaps: AtLeast1 = 10_000
+    max_sitemap_depth: AtLeast0 = 4
+    max_image_bytes: AtLeast1 = 25_000_000
     allow_loopback: bool = False  # fetch from 127.0.0.0/8 and ::1 (demo shop, tests)
     allow_private: bool = False  # fetch from private, link-local and other internal ranges
 
     def limits_for(self, host: str) -> tuple[float, int]:
         """(requests per second, concurrency) for a host: its override, else the defaults."""
-        override = self.hosts.get(host, HostLimits())
+        # Host names are case-insensitive: an override written "Shop.Example" still applies.
+        override = self.hosts.get(host) or next(
+            (limits for name, limits in self.hosts.items() if name.lower() == host.lower()), HostLimits())
         rate = self.per_host_rate if override.rate < 0 else override.rate
         return rate, override.concurrency or self.per_host_concurrency
 
 
-@dataclass
-class LlmSettings:
+class LlmSettings(_Table, kw_only=True):
     # "llama.cpp": the model runs in this process (label/engine.py); "openai": records go to
     # one or more OpenAI-compatible completions servers (label/openai_backend.py).
-    backend: str = "llama.cpp"
+    backend: Literal["llama.cpp", "openai"] = "llama.cpp"
     model: str = ""  # GGUF file; empty = the small demo model (a warning is printed)
     # Prompt file, relative to the config file; "" = the prompt packaged with ilid-async
     # (ilid_async/prompts/default.toml), so a config in any folder works without its own.
     prompt: str = ""
-    n_ctx: int = 2048  # tokens one record may use (prompt + answer); each sequence has its own
-    n_parallel: int = 8  # records labelled at once (llama.cpp sequences); more suits a GPU
-    n_gpu_layers: int = 0  # -1 = offload every layer
-    n_threads: int = 0  # 0 = llama.cpp's choice
-    n_batch: int = 512  # most tokens per llama_decode, summed over the records in flight
+    # tokens one record may use (prompt + answer); each sequence has its own
+    n_ctx: Annotated[int, Meta(ge=256)] = 2048
+    n_parallel: AtLeast1 = 8  # records labelled at once (llama.cpp sequences); more suits a GPU
+    # -1 = offload every layer
+    n_gpu_layers: Annotated[int, Meta(ge=-1, description="must be -1 (every layer), 0 or more")] = 0
+    n_threads: AtLeast0 = 0  # 0 = llama.cpp's choice
+    n_batch: AtLeast1 = 512  # most tokens per llama_decode, summed over the records in flight
     # llama.cpp's flash attention: on, off, or auto (llama.cpp's choice: on where the device
     # supports it, CPUs included; faster for batched labelling). llm.reproducible turns auto off.
-    flash_attn: str = "auto"
-    temperature: float = 0.0  # 0 = greedy, reproducible
-    top_p: float = 1.0
+    flash_attn: Literal["auto", "on", "off"] = "auto"
+    temperature: Annotated[float, Meta(ge=0)] = 0.0  # 0 = greedy, reproducible
+    top_p: Fraction = 1.0
     seed: int = 1234
-    debug_fraction: float = 1.0  # label only this fraction of records (0, 1]
-    max_input_chars: int = 1500  # longer page text is truncated (and counted)
+    debug_fraction: Fraction = 1.0  # label only this fraction of records (0, 1]
+    max_input_chars: AtLeast1 = 1500  # longer page text is truncated (and counted)
     # Exact batch-independent labels (in-process engine): each prompt decoded alone, generation
     # steps of one fixed shape, no repacked CPU weights. Slower; off = throughput first.
     reproducible: bool = False
@@ -118,65 +156,61 @@ class LlmSettings:
     # over them), the model name sent with each request ("" = the server's default), requests
     # in flight over all servers, the environment variable that holds the API key (the key
     # itself never appears in a config, the store or a log), and retry behaviour.
-    base_urls: list[str] = field(default_factory=list)
+    base_urls: list[ServerUrl] = []
     server_model: str = ""
-    max_in_flight: int = 16
+    max_in_flight: AtLeast1 = 16
     api_key_env: str = ""
-    request_timeout: float = 120.0  # seconds for one completion request
-    retries: int = 4  # extra attempts per request on connection errors, 429 and 5xx
-    backoff: float = 0.5  # first retry delay in seconds; doubles each time, with jitter
+    request_timeout: Seconds = 120.0  # seconds for one completion request
+    retries: AtLeast0 = 4  # extra attempts per request on connection errors, 429 and 5xx
+    backoff: Delay = 0.5  # first retry delay in seconds; doubles each time, with jitter
 
 
-@dataclass
-class ImageSettings:
-    width: int = 512
-    height: int = 512
-    workers: int = 0  # processes for decode/resize/encode; 0 = number of cores
-    max_pixels: int = 50_000_000  # decoded size cap, checked from the header before decoding
-    format: str = "png"  # png, jpeg or webp
-    png_compress_level: int = 6  # zlib level 0-9: 1 is several times faster, files ~15% larger
-    quality: int = 90  # JPEG and WebP quality, 1-100
+class ImageSettings(_Table, kw_only=True):
+    width: AtLeast1 = 512
+    height: AtLeast1 = 512
+    workers: AtLeast0 = 0  # processes for decode/resize/encode; 0 = number of cores
+    max_pixels: AtLeast1 = 50_000_000  # decoded size cap, checked from the header before decoding
+    format: Literal["png", "jpeg", "webp"] = "png"
+    # zlib level: 1 is several times faster, files ~15% larger
+    png_compress_level: Annotated[int, Meta(ge=0, le=9)] = 6
+    quality: Annotated[int, Meta(ge=1, le=100)] = 90  # JPEG and WebP quality
     # Exact (same downloaded bytes) and near duplicates (perceptual hashes at most
     # near_duplicate_bits apart; -1 = exact copies only): "keep" them all (and count them),
     # "drop" all but the first, or "group" them (the metadata outputs name the first).
-    duplicates: str = "keep"
-    near_duplicate_bits: int = 4
+    duplicates: Literal["keep", "drop", "group"] = "keep"
+    near_duplicate_bits: Annotated[int, Meta(ge=-1, le=16)] = 4
 
 
-@dataclass
-class OutputSettings:
+class OutputSettings(_Table, kw_only=True):
     # What the dataset stage writes: "ilid" (the dataset JSON beside images/, as ILID ships),
     # "webdataset" (tar shards of image + JSON for open_clip and webdataset loaders), "jsonl"
     # and "parquet" (one metadata row per image, with hashes and duplicate groups).
-    formats: list[str] = field(default_factory=lambda: ["ilid"])
-    shard_size: int = 1000  # samples per WebDataset shard
+    formats: list[Literal["ilid", "webdataset", "jsonl", "parquet"]] = field(default_factory=lambda: ["ilid"])
+    shard_size: AtLeast1 = 1000  # samples per WebDataset shard
 
 
-@dataclass
-class FilterSettings:
-    min_field_length: int = 4
+class FilterSettings(_Table, kw_only=True):
+    min_field_length: AtLeast0 = 4
     # Fields whose not-grounded labels (a word the page text lacks) reject the record;
     # default none = count only (label_long, label_short, material, material_finish).
-    reject_ungrounded: list[str] = field(default_factory=list)
+    reject_ungrounded: list[Literal[GROUNDED_FIELDS]] = []
 
 
-@dataclass
-class Selectors:
+class Selectors(_Table, kw_only=True):
     product: str = ""
     image: str = ""
     label: str = ""
     data: str = ""
 
 
-@dataclass
-class ShopConfig:
+class ShopConfig(_Table, kw_only=True):
     source: str = ""
-    robots_urls: list[str] = field(default_factory=list)
-    sitemap_urls: list[str] = field(default_factory=list)
-    sitemap_follow: list[str] = field(default_factory=list)
-    sitemap_rules: list[list[str]] = field(default_factory=list)
-    allowed_domains: list[str] = field(default_factory=list)
-    accept_language: str = "en-US,en"
+    robots_urls: list[str] = []
+    sitemap_urls: list[str] = []
+    sitemap_follow: list[str] = []
+    sitemap_rules: list[list[str]] = []
+    allowed_domains: list[str] = []
+    accept_language: HeaderText = "en-US,en"
     obey_robots: bool = True
     image_endings: list[str] = field(default_factory=lambda: [".jpg"])
     tradename_regex: str = ""
@@ -184,8 +218,8 @@ class ShopConfig:
     # Fill what the selectors miss from the page's schema.org data (JSON-LD, microdata,
     # OpenGraph); a shop without selectors always uses that data.
     structured_fallback: bool = False
-    name: str = field(default="", metadata=LOADED)  # the file's stem
-    path: str = field(default="", metadata=LOADED)
+    name: Annotated[str, LOADED] = ""  # the file's stem
+    path: Annotated[str, LOADED] = ""
 
     def with_demo_url(self, base_url: str) -> ShopConfig:
         """The same shop with ``{demo}`` replaced by the running demo server's URL."""
@@ -193,9 +227,7 @@ class ShopConfig:
         def sub(values: list[str]) -> list[str]:
             return [v.replace(DEMO_PLACEHOLDER, base_url) for v in values]
 
-        return dataclasses.replace(
-            self, robots_urls=sub(self.robots_urls), sitemap_urls=sub(self.sitemap_urls)
-        )
+        return self.replace(robots_urls=sub(self.robots_urls), sitemap_urls=sub(self.sitemap_urls))
 
     def page_action(self, url: str) -> str | None:
         """SPEC 1: the first sitemap rule whose regex matches the URL decides; None = not visited."""
@@ -216,8 +248,7 @@ class ShopConfig:
         return [re.compile(regex) for regex in self.sitemap_follow]
 
 
-@dataclass
-class PromptExample:
+class PromptExample(_Table, kw_only=True):
     """One worked example of a prompt file's [[examples]]: a record as the pre-filter leaves
     it (label, text) and the five answers the model should give for it."""
 
@@ -230,8 +261,7 @@ class PromptExample:
     material_finish: str = ""
 
 
-@dataclass
-class PromptConfig:
+class PromptConfig(_Table, kw_only=True):
     system: str = ""
     user: str = ""
     # Chat format for models whose file carries none: a Jinja chat template over `messages`
@@ -239,21 +269,20 @@ class PromptConfig:
     # config; or a one-turn text with {system} and {user} (no examples then).
     template: str = ""
     # Tokens each field may use; also fixes the order in which the fields are generated.
-    max_tokens: dict[str, int] = field(default_factory=dict)
+    max_tokens: dict[str, AtLeast1] = {}
     # Field rules kept while the model writes: a value ends after this many words, and (for
     # the fields in no_digits) no token with a digit is ever chosen.
-    max_words: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_WORDS))
-    no_digits: list[str] = field(default_factory=lambda: list(LABEL_FIELDS))
+    max_words: dict[str, AtLeast1] = field(default_factory=lambda: dict(DEFAULT_MAX_WORDS))
+    no_digits: list[LabelField] = field(default_factory=lambda: list(LABEL_FIELDS))
     # Fields written only in words of the record's own text (or "none"): what a page states,
     # never a material or finish the model remembers from the examples.
-    from_text: list[str] = field(default_factory=lambda: ["material", "material_finish"])
+    from_text: list[LabelField] = field(default_factory=lambda: ["material", "material_finish"])
     # Worked examples, shown to the model as earlier turns of the chat before the record.
-    examples: list[PromptExample] = field(default_factory=list)
-    path: str = field(default="", metadata=LOADED)
+    examples: list[PromptExample] = []
+    path: Annotated[str, LOADED] = ""
 
 
-@dataclass
-class Config:
+class Config(_Table, kw_only=True):
     run: RunSettings = field(default_factory=RunSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -262,9 +291,9 @@ class Config:
     output: OutputSettings = field(default_factory=OutputSettings)
     filters: FilterSettings = field(default_factory=FilterSettings)
     # Loaded from the files named above, not keys of config.toml.
-    shops: list[ShopConfig] = field(default_factory=list, metadata=LOADED)
-    prompt: PromptConfig = field(default_factory=PromptConfig, metadata=LOADED)
-    path: str = field(default="", metadata=LOADED)
+    shops: Annotated[list[ShopConfig], LOADED] = []
+    prompt: Annotated[PromptConfig, LOADED] = field(default_factory=PromptConfig)
+    path: Annotated[str, LOADED] = ""
 
     @property
     def run_dir(self) -> Path:
@@ -283,63 +312,142 @@ class Config:
         return self.run_dir / "images"
 
 
-IMAGE_FORMATS = ("png", "jpeg", "webp")
-DUPLICATE_MODES = ("keep", "drop", "group")
-OUTPUT_FORMATS = ("ilid", "webdataset", "jsonl", "parquet")
-LLM_BACKENDS = ("llama.cpp", "openai")
 _ACTIONS = ("product", "ignore")
 
 
-class _KeyProblem(Exception):
-    """A problem at a dotted key, turned into a UserError naming the file by _build_file."""
+# --- turning a table into settings ---------------------------------------------------------------
+
+
+class SettingError(ValueError):
+    """A bad value at a dotted key of a settings table; the loader adds the file's name, the
+    command line the flag's."""
 
     def __init__(self, key: str, problem: str):
-        super().__init__(problem)
+        super().__init__(f"key '{key}': {problem}")
         self.key = key
         self.problem = problem
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
+def build_settings(cls: type[_T], table: dict[str, Any]) -> _T:
+    """The settings ``cls`` from a TOML table (ints widen to float); SettingError for the first
+    bad key."""
+    for key in table:
+        if key in _loaded_fields(cls):
+            raise SettingError(key, "unknown key")
+    try:
+        settings = msgspec.convert(table, cls)
+    except msgspec.ValidationError as e:
+        raise _explain(cls, table, str(e)) from None
+    _check_numbers(table, "")
+    return settings
+
+
+def check_setting(cls: type[_Table], key: str, value: Any) -> Any:
+    """``value`` as setting ``key`` of ``cls`` takes it, or SettingError: for command-line flags
+    that stand for a setting and so keep its bounds."""
+    return getattr(build_settings(cls, {key: value}), key)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+@functools.cache
+def _loaded_fields(cls: type) -> frozenset[str]:
+    return frozenset(name for name, tp in _hints(cls).items() if LOADED in getattr(tp, "__metadata__", ()))
 
 
 def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _check_value(value: Any, tp: Any, key: str) -> Any:
-    """Check one TOML value against a dataclass field type; return it (ints widen to float)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise _KeyProblem(key, "expected a table")
-        return _build(tp, value, key)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise _KeyProblem(key, f"expected a list, got {type(value).__name__}")
-        return [_check_value(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, val_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise _KeyProblem(key, "expected a table")
-        return {k: _check_value(v, val_tp, _join(key, k)) for k, v in value.items()}
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
-        raise _KeyProblem(key, f"expected {_type_name(tp)}, got {type(value).__name__}")
-    return value
+def _check_numbers(value: Any, key: str) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_numbers(v, _join(key, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_numbers(v, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise SettingError(key, f"must be a finite number, not {value}")
+    elif isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise SettingError(key, "out of range (TOML integers have 64 bits)")
 
 
-def _build(cls: type, table: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("loaded")}
-    values = {}
-    for key, value in table.items():
-        if key not in known:
-            raise _KeyProblem(_join(prefix, key), "unknown key")
-        values[key] = _check_value(value, hints[key], _join(prefix, key))
-    return cls(**values)
+# A ValidationError ends "- at `$.http.hosts[...].rate`": fields, list indexes, and [...] for
+# a table's key, which msgspec does not name.
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
+_TYPE_NAMES = {"object": "a table", "array": "a list"}
+
+
+def _explain(cls: type, table: dict, message: str) -> SettingError:
+    text, _, where = message.partition(" - at `$")
+    key, tp, value = _locate(cls, table, where.rstrip("`"))
+    if unknown := re.fullmatch(r"Object contains unknown field `(.*)`", text):
+        return SettingError(_join(key, unknown[1]), "unknown key")
+    return SettingError(key, _problem(text, tp, value))
+
+
+def _locate(cls: type, table: dict, where: str) -> tuple[str, Any, Any]:
+    """The dotted key, declared type and file value at an error's location."""
+    key, tp, value = "", cls, table
+    for name, index in _STEP.findall(where):
+        tp = _unwrap(tp)[0]
+        if name:
+            tp, value, key = _hints(tp)[name], value[name], _join(key, name)
+        elif index:
+            tp, value, key = typing.get_args(tp)[0], value[int(index)], f"{key}[{index}]"
+        else:  # the table's first entry that the value type refuses is the one meant
+            tp = typing.get_args(tp)[1]
+            name, value = next(((k, v) for k, v in value.items() if not _fits(v, tp)), ("[...]", None))
+            key = _join(key, name)
+    return key, tp, value
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    try:
+        msgspec.convert(value, tp)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _unwrap(tp: Any) -> tuple[Any, tuple]:
+    """(type, its Annotated metadata)."""
+    if typing.get_origin(tp) is Annotated:
+        return tp.__origin__, tp.__metadata__
+    return tp, ()
+
+
+def _problem(text: str, tp: Any, value: Any) -> str:
+    """msgspec's message in the words of a settings file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, not {value}"
+    base, metadata = _unwrap(tp)
+    if wrong := re.match(r"Expected `(\w+)`, got `(\w+)`", text):
+        return f"expected {_TYPE_NAMES.get(wrong[1], wrong[1])}, got {_TYPE_NAMES.get(wrong[2], wrong[2])}"
+    if typing.get_origin(base) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(base)))
+    for meta in metadata:
+        if isinstance(meta, Meta):
+            return meta.description or _bounds(meta, base)
+    return text[:1].lower() + text[1:]
+
+
+def _bounds(meta: Meta, base: Any) -> str:
+    low = meta.gt if meta.gt is not None else meta.ge
+    high = meta.lt if meta.lt is not None else meta.le
+    if low is not None and high is not None:
+        if base is int and meta.ge is not None and meta.le is not None:
+            return f"must be in {low}..{high}"
+        return (f"must be in {'(' if meta.gt is not None else '['}{low}, "
+                f"{high}{')' if meta.lt is not None else ']'}")
+    if meta.gt is not None:
+        return f"must be > {meta.gt}"
+    if meta.ge is not None:
+        return f"must be at least {meta.ge}"
+    return f"must be < {meta.lt}" if meta.lt is not None else f"must be at most {meta.le}"
 
 
 def _key(file: str, dotted: str) -> str:
@@ -352,18 +460,20 @@ def _read_toml(path: Path, what: str) -> dict:
             return tomllib.load(f)
     except FileNotFoundError:
         raise UserError(f"{path}: {what} file not found") from None
+    except UnicodeDecodeError as e:  # TOML files are UTF-8 by definition
+        raise UserError(f"{path}: not valid UTF-8 (byte {e.start}); save the {what} file as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{path}: not valid TOML ({e})") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read {what} file ({e.strerror})") from None
 
 
-def _build_file(cls: type, table: dict, file: Path) -> Any:
-    """Build a dataclass from a whole file; errors read ``file: key 'a.b': problem``."""
+def _build_file(cls: type[_T], table: dict, file: Path) -> _T:
+    """Settings from a whole file; errors read ``file: key 'a.b': problem``."""
     try:
-        return _build(cls, table, "")
-    except _KeyProblem as e:
-        raise UserError(f"{_key(str(file), e.key)}: {e.problem}") from None
+        return build_settings(cls, table)
+    except SettingError as e:
+        raise UserError(f"{file}: {e}") from None
 
 
 def load_shop(path: Path) -> ShopConfig:
@@ -424,12 +534,8 @@ def load_prompt(path: Path) -> PromptConfig:
         raise UserError(f"{_key(f, 'max_tokens.' + sorted(unknown)[0])}: unknown field")
     if missing:
         raise UserError(f"{_key(f, 'max_tokens.' + sorted(missing)[0])}: required")
-    for name, words in prompt.max_words.items():
+    for name in prompt.max_words:
         _require(name in LABEL_FIELDS, f, f"max_words.{name}", "unknown field")
-        _require(words >= 1, f, f"max_words.{name}", "must be at least 1")
-    for key in ("no_digits", "from_text"):
-        for index, name in enumerate(getattr(prompt, key)):
-            _require(name in LABEL_FIELDS, f, f"{key}[{index}]", f"unknown field (one of {', '.join(LABEL_FIELDS)})")
     for index, example in enumerate(prompt.examples):
         _check_example(prompt, example, f, f"examples[{index}]")
     _check_template(prompt, f)
@@ -487,46 +593,17 @@ def load_config(path: str | Path) -> Config:
     cfg.path = str(path)
     base = path.parent
     f = str(path)
+    # Types, bounds and choices were checked with the tables; these checks span keys or files.
     _require(bool(cfg.run.shops), f, "run.shops", "list at least one shop file")
-    _require(0 < cfg.llm.debug_fraction <= 1, f, "llm.debug_fraction", "must be in (0, 1]")
-    _require(cfg.images.width > 0 and cfg.images.height > 0, f, "images.width", "must be > 0")
-    _require(cfg.http.concurrency > 0, f, "http.concurrency", "must be > 0")
-    _require(cfg.run.extract_workers >= -1, f, "run.extract_workers", "must be -1 (auto), 0 or more")
-    _require(cfg.http.per_host_concurrency > 0, f, "http.per_host_concurrency", "must be > 0")
-    _require(cfg.http.per_host_rate >= 0, f, "http.per_host_rate", "must be >= 0")
-    for host, limits in cfg.http.hosts.items():
-        _require(limits.concurrency >= 0, f, f"http.hosts.{host}.concurrency", "must be >= 0")
-    _require(0 <= cfg.images.png_compress_level <= 9, f, "images.png_compress_level", "0..9")
-    _require(cfg.images.format in IMAGE_FORMATS, f, "images.format", f"one of {', '.join(IMAGE_FORMATS)}")
-    _require(1 <= cfg.images.quality <= 100, f, "images.quality", "1..100")
-    _require(cfg.images.duplicates in DUPLICATE_MODES, f, "images.duplicates",
-             f"one of {', '.join(DUPLICATE_MODES)}")
-    _require(-1 <= cfg.images.near_duplicate_bits <= 16, f, "images.near_duplicate_bits", "-1..16")
-    for index, name in enumerate(cfg.output.formats):
-        _require(name in OUTPUT_FORMATS, f, f"output.formats[{index}]", f"one of {', '.join(OUTPUT_FORMATS)}")
-    _require(cfg.output.shard_size > 0, f, "output.shard_size", "must be > 0")
-    for index, name in enumerate(cfg.filters.reject_ungrounded):
-        _require(name in GROUNDED_FIELDS, f, f"filters.reject_ungrounded[{index}]",
-                 f"one of {', '.join(GROUNDED_FIELDS)}")
     if "parquet" in cfg.output.formats:
         _require(importlib.util.find_spec("pyarrow") is not None, f, "output.formats",
                  "parquet needs pyarrow (pip install 'ilid-async[parquet]')")
-    _require(cfg.llm.n_ctx >= 256, f, "llm.n_ctx", "must be at least 256")
-    _require(cfg.llm.n_parallel >= 1, f, "llm.n_parallel", "must be at least 1")
     _require(cfg.llm.n_batch >= cfg.llm.n_parallel, f, "llm.n_batch",
              "must be at least llm.n_parallel (each decode carries one token of every record)")
-    _require(cfg.llm.flash_attn in ("auto", "on", "off"), f, "llm.flash_attn", "one of auto, on, off")
     _require(not (cfg.llm.reproducible and cfg.llm.flash_attn == "on"), f, "llm.flash_attn",
              "cannot be on with llm.reproducible (its sums depend on the decode's shape); use auto or off")
-    _require(cfg.llm.backend in LLM_BACKENDS, f, "llm.backend", f"one of {', '.join(LLM_BACKENDS)}")
     if cfg.llm.backend == "openai":
         _require(bool(cfg.llm.base_urls), f, "llm.base_urls", "list at least one server URL for backend 'openai'")
-        for index, url in enumerate(cfg.llm.base_urls):
-            _require(url.startswith(("http://", "https://")), f, f"llm.base_urls[{index}]",
-                     "must start with http:// or https://")
-        _require(cfg.llm.max_in_flight >= 1, f, "llm.max_in_flight", "must be at least 1")
-        _require(cfg.llm.request_timeout > 0, f, "llm.request_timeout", "must be > 0")
-        _require(cfg.llm.retries >= 0, f, "llm.retries", "must be >= 0")
         if cfg.llm.api_key_env:
             _require(bool(os.environ.get(cfg.llm.api_key_env)), f, "llm.api_key_env",
                      f"environment variable {cfg.llm.api_key_env} is not set")

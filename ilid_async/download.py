@@ -4,6 +4,8 @@ ILID's metadata file and only want the images. Same fetch layer and image transf
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,11 @@ from .dataset import read_dataset, safe_join, write_json_atomic
 from .errors import ItemError, UserError
 from .http import HttpClient
 from .images import Encoding, ImageError, ImageResult, image_pool, transform_image
+
+# Most file systems cap one name at 255 bytes, and an image is written through a temp file
+# ".<name>.XXXXXXXX.tmp" beside it (images._write_atomic): a longer name fails only its entry.
+MAX_NAME_BYTES = 255
+TEMP_NAME_BYTES = 14
 
 
 @dataclass
@@ -69,22 +76,31 @@ async def download_dataset(
     slots = asyncio.Semaphore(settings.concurrency)
 
     async def one(entry: dict) -> None:
+        image = str(entry.get("image", ""))
         try:
-            target = safe_join(folder, str(entry.get("image", "")))
+            target = safe_join(folder, image)
         except ValueError:
             report.fail("unsafe_path")
             return
-        if target.exists() and not replace:
-            report.skipped_existing += 1
+        if _name_too_long(image):
+            report.fail("name_too_long")
             return
-        async with slots:
-            try:
+        try:
+            if target.exists() and not replace:
+                report.skipped_existing += 1
+                return
+            async with slots:
                 await download_image(http, pool, str(entry.get("url", "")), target, width=width,
                                      height=height, max_pixels=max_pixels, encoding=encoding,
                                      max_bytes=settings.max_image_bytes)
-            except (ItemError, ImageError) as e:
-                report.fail(e.reason)
-                return
+        except (ItemError, ImageError) as e:
+            report.fail(e.reason)
+            return
+        except OSError as e:  # a file system with a shorter limit than the check above knows
+            if e.errno != errno.ENAMETOOLONG:
+                raise
+            report.fail("name_too_long")
+            return
         report.downloaded += 1
 
     try:
@@ -97,8 +113,14 @@ async def download_dataset(
     def has_image(entry: dict) -> bool:
         try:
             return safe_join(folder, str(entry.get("image", ""))).is_file()
-        except ValueError:
+        except (ValueError, OSError):  # unsafe, or a name the file system refuses
             return False
 
     write_json_atomic(dataset_downloaded or dataset_file, (e for e in entries if has_image(e)))
     return report
+
+
+def _name_too_long(relative: str) -> bool:
+    *folders, name = relative.split("/")
+    return (len(os.fsencode(name)) + TEMP_NAME_BYTES > MAX_NAME_BYTES
+            or any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in folders))

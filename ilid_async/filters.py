@@ -53,6 +53,10 @@ POSTFILTER_REASONS: tuple[str, ...] = (
 
 # Most file systems cap a name at 255 bytes; leave room for suffixes.
 MAX_FOLDER_BYTES = 200
+# Device names Windows reserves in every folder, also with an extension ("con.txt") and after
+# the trailing spaces it ignores: a folder of that name cannot be made or opened there, so a
+# dataset built elsewhere could not be copied to Windows. Such a name gets "_" after the device.
+_WINDOWS_DEVICE = re.compile(r"(con|prn|aux|nul|(?:com|lpt)[0-9\u00b9\u00b2\u00b3]) *(\..*)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,8 @@ def clean_field(
 
 def folder_name(label_short: str) -> str | None:
     """Folder for a record's images: label_short cleaned without ".", words
-    joined by "_".  None unless the result is a safe single path component."""
+    joined by "_", a Windows device name ("con", "com1") with "_" after it.
+    None unless the result is a safe single path component."""
     cleaned = _NOT_KEPT_NO_DOT.sub("", label_short)
     name = "_".join(cleaned.split())
     # clean() already removes separators and dots; these checks keep the
@@ -232,6 +237,12 @@ def folder_name(label_short: str) -> str | None:
         return None
     if len(name.encode("utf-8")) > MAX_FOLDER_BYTES:
         return None
+    # Windows drops a trailing dot or space from a name, so "bolt." would become "bolt".
+    name = name.rstrip(". ")
+    if not name:
+        return None
+    if device := _WINDOWS_DEVICE.fullmatch(name):
+        name = name[: device.end(1)] + "_" + name[device.end(1):]
     return name
 
 

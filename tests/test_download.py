@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import orjson
+import pytest
 from PIL import Image
 
 from conftest import run_cli
@@ -75,3 +76,67 @@ def test_download_rewrites_the_input_when_no_second_file(shop_server, tmp_path):
     assert [e["id"] for e in orjson.loads(dataset.read_bytes())] == ["id-0"]
     with Image.open(tmp_path / "images" / "clamp" / "id-0.png") as img:
         assert img.size == (512, 512)
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--concurrency", "0", "argument --concurrency: must be at least 1"),
+    ("--per-host-concurrency", "0", "argument --per-host-concurrency: must be at least 1"),
+    ("--per-host-rate", "nan", "argument --per-host-rate: must be a finite number, not nan"),
+    ("--per-host-rate", "inf", "argument --per-host-rate: must be a finite number, not inf"),
+    ("--per-host-rate", "-1", "argument --per-host-rate: must be at least 0"),
+    ("--image_width", "0", "argument --image_width: must be at least 1"),
+    ("--image_height", "-5", "argument --image_height: must be at least 1"),
+])
+def test_download_flags_keep_the_settings_bounds(tmp_path, flag, value, expected):
+    """A flag that stands for a setting is refused as the setting would be, before any request:
+    these values used to hang the download or fail deep inside it."""
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps([entry(0, "http://127.0.0.1:9/img/a.jpg", "a/id-0.png")]))
+    # The timeout only stops a regression that hangs; a refused flag exits at once.
+    result = run_cli("download", "--dataset", str(dataset), "--folder", str(tmp_path / "images"),
+                     "--allow-loopback", flag, value, timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"ilid-async download: error: {expected}"
+    assert not (tmp_path / "images").exists()
+
+
+def test_an_image_name_too_long_fails_only_its_entry(shop_server, tmp_path):
+    base = shop_server.base_url
+    entries = [
+        entry(0, f"{base}/img/hinge-1.jpg", "hinge/id-0.png"),
+        entry(1, f"{base}/img/hinge-1.jpg", "hinge/" + "x" * 300 + ".png"),  # over 255 bytes
+        entry(2, f"{base}/img/handle-5.jpg", "hinge/" + "y" * 246 + ".png"),  # 250: no room for the temp file
+        entry(3, f"{base}/img/clamp-3.jpg", "z" * 256 + "/id-3.png"),  # the folder is too long
+        entry(4, f"{base}/img/clamp-3.jpg", "hinge/" + "é" * 126 + ".png"),  # 256 bytes in UTF-8
+    ]
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps(entries))
+    out = tmp_path / "downloaded.json"
+    result = run_cli("download", "--dataset", str(dataset), "--folder", str(tmp_path / "images"),
+                     "--dataset-downloaded", str(out), "--allow-loopback", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "downloaded 1," in result.stdout and "failed: name_too_long 4" in result.stdout
+    assert [e["id"] for e in orjson.loads(out.read_bytes())] == ["id-0"]
+    # No temp file is left behind.
+    assert sorted(p.name for p in (tmp_path / "images" / "hinge").iterdir()) == ["id-0.png"]
+
+
+async def test_a_file_system_refusing_a_name_fails_only_its_entry(shop_server, tmp_path, monkeypatch):
+    """A file system whose limit is under the check's: the name passes the check, the file
+    system refuses it (ENAMETOOLONG), and only that entry is failed."""
+    from ilid_async import download
+    from ilid_async.config import HttpSettings
+
+    monkeypatch.setattr(download, "MAX_NAME_BYTES", 4096)  # as if the file system allowed more
+    base = shop_server.base_url
+    entries = [entry(0, f"{base}/img/hinge-1.jpg", "hinge/id-0.png"),
+               entry(1, f"{base}/img/handle-5.jpg", "hinge/" + "y" * 300 + ".png")]
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps(entries))
+    # The folder exists: in a missing one the lookup fails on the folder before the name.
+    (tmp_path / "images" / "hinge").mkdir(parents=True)
+    report = await download.download_dataset(
+        dataset, tmp_path / "images", width=64, height=64, workers=1,
+        http_settings=HttpSettings(allow_loopback=True, per_host_rate=0))
+    assert (report.downloaded, report.failed) == (1, {"name_too_long": 1})
+    assert [e["id"] for e in orjson.loads(dataset.read_bytes())] == ["id-0"]

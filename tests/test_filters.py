@@ -316,10 +316,42 @@ def test_clean_field(value: str | None, kwargs: dict, expected: str | None) -> N
         pytest.param("x" * MAX_FOLDER_BYTES, "x" * MAX_FOLDER_BYTES, id="max-bytes-ok"),
         pytest.param("x" * (MAX_FOLDER_BYTES + 1), None, id="too-long"),
         pytest.param("é" * (MAX_FOLDER_BYTES // 2 + 1), None, id="too-long-in-utf8-bytes"),
+        # Like a Windows device name, but not one: kept as they are.
+        pytest.param("cons", "cons", id="not-a-device-cons"),
+        pytest.param("icon", "icon", id="not-a-device-icon"),
+        pytest.param("com10", "com10", id="not-a-device-com10"),
+        pytest.param("con rod", "con_rod", id="not-a-device-con-rod"),
     ],
 )
 def test_folder_name(label_short: str, expected: str | None) -> None:
     assert folder_name(label_short) == expected
+
+
+@pytest.mark.parametrize(
+    ("label_short", "expected"),
+    [
+        pytest.param("con", "con_", id="con"),
+        pytest.param("CON", "CON_", id="upper-case"),
+        pytest.param("Nul", "Nul_", id="mixed-case"),
+        pytest.param("prn", "prn_", id="prn"),
+        pytest.param("aux", "aux_", id="aux"),
+        pytest.param("com1", "com1_", id="com1"),
+        pytest.param("COM9", "COM9_", id="com9"),
+        pytest.param("lpt1", "lpt1_", id="lpt1"),
+        pytest.param("lpt9", "lpt9_", id="lpt9"),
+        pytest.param("com0", "com0_", id="com0"),
+        pytest.param("com\u00b9", "com\u00b9_", id="com-superscript-one"),
+        pytest.param("  con  ", "con_", id="spaces-around"),
+        pytest.param("con.", "con_", id="trailing-dot"),
+    ],
+)
+def test_folder_name_avoids_windows_device_names(label_short: str, expected: str) -> None:
+    assert folder_name(label_short) == expected
+
+
+def test_postfilter_folder_avoids_windows_device_names() -> None:
+    assert postfilter({**GOOD, "label_short": "COM1"}).folder == "com1_"
+    assert postfilter({**GOOD, "label_short": "Aux"}, min_field_length=1).folder == "aux_"
 
 
 # --- postfilter ---------------------------------------------------------------------

@@ -4,7 +4,6 @@ pure rendering and rules first, then the real engine with the small Gemma 3 270M
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import subprocess
@@ -214,8 +213,8 @@ async def test_field_rules_hold_on_many_records():
     """The same prompt and records with the rules off break them; with the rules on, not once."""
     records = demo_records(24)
     zero_shot = load_prompt(ZERO_SHOT_PROMPT)
-    ruled = dataclasses.replace(zero_shot, max_words=dict(DEFAULT_MAX_WORDS), no_digits=list(LABEL_FIELDS),
-                                from_text=["material", "material_finish"])
+    ruled = zero_shot.replace(max_words=dict(DEFAULT_MAX_WORDS), no_digits=list(LABEL_FIELDS),
+                              from_text=["material", "material_finish"])
     broken = {}
     for name, prompt in (("off", zero_shot), ("on", ruled)):
         engine = LabelEngine(LlmSettings(n_ctx=2048, n_parallel=8), prompt)
