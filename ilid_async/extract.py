@@ -7,6 +7,10 @@ pieces.  Filtering them is filters.py's job, so texts are returned as they are.
 A shop without selectors, or one that enables the structured fallback, gets
 fields from schema.org data (structured.py) instead; pages of shops with all
 four selectors and no fallback never pay for that.
+
+Each page has a time budget (PAGE_TIME_BUDGET): a page that outlasts it ends as
+NotExtracted(REASON_PAGE_TIME_BUDGET), so one huge or hostile page cannot hold up the
+batch of pages a worker process extracts.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from urllib.parse import urljoin
 # lexbor handles the plain CSS the shops use (`div.gallery img`, `[itemprop=name]`).
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
+from .structured import NO_DEADLINE, Deadline, PageTimeBudgetExceeded, _text_pieces, find_products
 from .urls import split_url
 
 __all__ = [
@@ -29,7 +34,9 @@ __all__ = [
     "Sources",
     "REASON_NOT_PRODUCT_PAGE",
     "REASON_NO_IMAGE",
+    "REASON_PAGE_TIME_BUDGET",
     "REASON_UNDECODABLE_PAGE",
+    "PAGE_TIME_BUDGET",
     "check_selector",
     "decode_page",
     "extract_product",
@@ -38,6 +45,11 @@ __all__ = [
 REASON_NOT_PRODUCT_PAGE = "not_product_page"
 REASON_NO_IMAGE = "no_image"
 REASON_UNDECODABLE_PAGE = "undecodable_page"
+REASON_PAGE_TIME_BUDGET = "page_time_budget"
+
+# Seconds one page may take to extract. A usual product page takes milliseconds, a 5 MB one
+# well under a second; a page that needs more is hostile or broken, and its batch waits on it.
+PAGE_TIME_BUDGET = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,9 +79,6 @@ class NotExtracted:
     reason: str
 
 
-# Text inside these elements is code, never product text.
-_SKIPPED_TEXT_PARENTS = frozenset({"script", "style"})
-
 # <meta charset="x"> and <meta http-equiv="Content-Type" content="...; charset=x">
 # both put "charset=" inside a meta tag; browsers look in the first 1024 bytes,
 # we allow a little more for pages with long heads.
@@ -78,6 +87,9 @@ _SNIFF_BYTES = 4096
 
 # WHATWG: pages labelled latin-1/ascii are really decoded as windows-1252.
 _WINDOWS_1252_ALIASES = frozenset({"iso8859-1", "ascii", "cp1252"})
+# Text codecs that take any bytes but are no page encodings (browsers know neither): they
+# read backslash escapes in the page as characters, and warn about the page's other ones.
+_NOT_PAGE_CODECS = frozenset({"unicode-escape", "raw-unicode-escape"})
 
 
 def check_selector(css: str) -> None:
@@ -107,6 +119,8 @@ def decode_page(html: bytes, charset: str | None = None) -> str | None:
     UTF-8 is tried first: valid UTF-8 is almost never an accident, while pages
     that declare latin-1 but are really UTF-8 are common.  Then the charset
     given by the caller (e.g. from the HTTP Content-Type), then the meta one.
+    A charset that names no codec, or no text codec a page can be in, is passed
+    over; whatever the bytes and the charset, this returns a str or None.
     """
     if html.startswith(codecs.BOM_UTF16_LE) or html.startswith(codecs.BOM_UTF16_BE):
         try:
@@ -125,7 +139,9 @@ def decode_page(html: bytes, charset: str | None = None) -> str | None:
             continue
         try:
             name = codecs.lookup(candidate).name
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL or a lone surrogate in the name
+            continue
+        if name in _NOT_PAGE_CODECS:
             continue
         if name in _WINDOWS_1252_ALIASES:
             # cp1252 leaves five bytes undefined; latin-1 then decodes them.
@@ -143,30 +159,20 @@ def decode_page(html: bytes, charset: str | None = None) -> str | None:
     return None
 
 
-def _select(node: LexborHTMLParser | LexborNode, css: str) -> list[LexborNode]:
+def _select(node: LexborHTMLParser | LexborNode, css: str, deadline: Deadline) -> list[LexborNode]:
     """node.css(css), turning a selector error into ValueError (config error)."""
     try:
-        return node.css(css)
+        found = node.css(css)
     except SelectolaxError as exc:
         raise ValueError(f"invalid CSS selector {css!r}: {exc}") from exc
+    deadline.check()  # one match of a costly selector on a huge page is one long C call
+    return found
 
 
-def _text_pieces(node: LexborNode) -> Iterator[str]:
-    """All descendant text nodes in document order, outside script/style."""
-    for child in node.traverse(include_text=True):
-        if not child.is_text_node:
-            continue
-        parent = child.parent
-        if parent is not None and parent.tag in _SKIPPED_TEXT_PARENTS:
-            continue
-        text = child.text_content
-        if text is not None:
-            yield text
-
-
-def _candidate_images(nodes: list[LexborNode]) -> Iterator[LexborNode]:
+def _candidate_images(nodes: list[LexborNode], deadline: Deadline = NO_DEADLINE) -> Iterator[LexborNode]:
     """img elements among the gallery matches, or inside matched containers."""
     for node in nodes:
+        deadline.check()  # each container's search is a walk of its subtree
         if node.tag == "img":
             yield node
         else:
@@ -201,9 +207,10 @@ def _base_url(tree: LexborHTMLParser, page_url: str) -> str:
     return page_url
 
 
-def _gallery_image(tree: LexborHTMLParser, css: str, page_url: str, endings: Sequence[str]) -> str | None:
+def _gallery_image(tree: LexborHTMLParser, css: str, page_url: str, endings: Sequence[str],
+                   deadline: Deadline) -> str | None:
     """The first image matched by the gallery selector with an allowed ending, absolute."""
-    for img in _candidate_images(_select(tree, css)):
+    for img in deadline.checked(_candidate_images(_select(tree, css, deadline), deadline)):
         src = _image_src(img)
         if src is not None and _has_ending(src, endings):
             return urljoin(_base_url(tree, page_url), src)
@@ -221,6 +228,7 @@ def extract_product(
     image_endings: Sequence[str],
     charset: str | None = None,
     structured_fallback: bool = False,
+    time_budget: float | None = PAGE_TIME_BUDGET,
 ) -> RawRecord | NotExtracted:
     """Extract the raw record of one product page (SPEC 1).
 
@@ -229,31 +237,64 @@ def extract_product(
     An empty selector takes its field from the page's schema.org data (an empty
     `product` selector: the page is a product page if that data declares a
     product); `structured_fallback` also fills fields the selectors miss.
+
+    `time_budget` is the seconds the page may take (None: no limit). The steps
+    check it as they go: after decoding, after parsing, after each CSS match,
+    every few hundred nodes of a text or microdata walk, between JSON-LD blocks;
+    a page past it is NotExtracted(REASON_PAGE_TIME_BUDGET). A single C call
+    (the parse, one CSS match) is not interrupted: the check after it ends the page.
+
     Raises ValueError only for an invalid selector (see check_selector).
     """
+    deadline = Deadline(time_budget)
+    try:
+        tree = _parse(html, charset, deadline)
+        if tree is None:
+            return NotExtracted(REASON_UNDECODABLE_PAGE)
+        if structured_fallback or not (product and image and label and data):
+            return _extract_with_structured(tree, page_url, product, image, label, data, image_endings, deadline)
+        return _extract_with_selectors(tree, page_url, product, image, label, data, image_endings, deadline)
+    except PageTimeBudgetExceeded:
+        return NotExtracted(REASON_PAGE_TIME_BUDGET)
+
+
+def _parse(html: bytes | str, charset: str | None, deadline: Deadline) -> LexborHTMLParser | None:
+    """The page's tree; None if its bytes decode in no known way."""
     if isinstance(html, bytes):
         text = decode_page(html, charset)
         if text is None:
-            return NotExtracted(REASON_UNDECODABLE_PAGE)
+            return None
     else:
         text = html
+    deadline.check()
     tree = LexborHTMLParser(text)
+    deadline.check()  # the parse is one C call: a huge page is noticed only after it
+    return tree
 
-    if structured_fallback or not (product and image and label and data):
-        return _extract_with_structured(tree, page_url, product, image, label, data, image_endings)
 
-    if not _select(tree, product):
+def _extract_with_selectors(
+    tree: LexborHTMLParser,
+    page_url: str,
+    product: str,
+    image: str,
+    label: str,
+    data: str,
+    image_endings: Sequence[str],
+    deadline: Deadline,
+) -> RawRecord | NotExtracted:
+    """The shop's four selectors alone decide."""
+    if not _select(tree, product, deadline):
         return NotExtracted(REASON_NOT_PRODUCT_PAGE)
 
-    image_url = _gallery_image(tree, image, page_url, image_endings)
+    image_url = _gallery_image(tree, image, page_url, image_endings, deadline)
     if image_url is None:
         return NotExtracted(REASON_NO_IMAGE)
 
-    label_nodes = _select(tree, label)
-    label_text = "".join(_text_pieces(label_nodes[0])) if label_nodes else ""
+    label_nodes = _select(tree, label, deadline)
+    label_text = "".join(_text_pieces(label_nodes[0], deadline)) if label_nodes else ""
 
-    data_nodes = _select(tree, data)
-    pieces = list(_text_pieces(data_nodes[0])) if data_nodes else []
+    data_nodes = _select(tree, data, deadline)
+    pieces = list(_text_pieces(data_nodes[0], deadline)) if data_nodes else []
 
     return RawRecord(image_url=image_url, label=label_text, data=pieces)
 
@@ -266,28 +307,26 @@ def _extract_with_structured(
     label: str,
     data: str,
     image_endings: Sequence[str],
+    deadline: Deadline,
 ) -> RawRecord | NotExtracted:
     """Selectors first; schema.org data (read only when needed) for what they miss.
 
     A given product selector still decides alone whether this is a product page:
     structured data must not turn category or info pages into records.
     """
-    # Late import: structured.py uses this module's text helpers.
-    from .structured import find_products
-
-    if product and not _select(tree, product):
+    if product and not _select(tree, product, deadline):
         return NotExtracted(REASON_NOT_PRODUCT_PAGE)
-    image_url = _gallery_image(tree, image, page_url, image_endings) if image else None
-    label_nodes = _select(tree, label) if label else []
-    label_text = "".join(_text_pieces(label_nodes[0])) if label_nodes else ""
-    data_nodes = _select(tree, data) if data else []
-    pieces = list(_text_pieces(data_nodes[0])) if data_nodes else []
+    image_url = _gallery_image(tree, image, page_url, image_endings, deadline) if image else None
+    label_nodes = _select(tree, label, deadline) if label else []
+    label_text = "".join(_text_pieces(label_nodes[0], deadline)) if label_nodes else ""
+    data_nodes = _select(tree, data, deadline) if data else []
+    pieces = list(_text_pieces(data_nodes[0], deadline)) if data_nodes else []
     has_label, has_data = bool(label_text.strip()), any(p.strip() for p in pieces)
     if product and image_url is not None and has_label and has_data:
         return RawRecord(image_url=image_url, label=label_text, data=pieces)
 
     base_url = _base_url(tree, page_url)
-    found = find_products(tree, base_url, page_url)
+    found = find_products(tree, base_url, page_url, deadline)
     if not product and not any(p.declares_product for p in found):
         return NotExtracted(REASON_NOT_PRODUCT_PAGE)
     sources = {"image": "selector", "label": "selector", "data": "selector"}
@@ -295,7 +334,7 @@ def _extract_with_structured(
         sources["image"] = ""
         for p in found:
             # The shop's allowed endings apply here too: they keep icons and other formats out.
-            image_url = next((u for u in p.images if _has_ending(u, image_endings)), None)
+            image_url = next((u for u in deadline.checked(p.images) if _has_ending(u, image_endings)), None)
             if image_url is not None:
                 sources["image"] = p.source
                 break

@@ -10,33 +10,46 @@ Why this order: JSON-LD is written for machines (search engines, merchant feeds)
 the most complete and clean; microdata is read from the visible markup and may carry UI
 text; OpenGraph describes the page for link previews (titles often end in the shop's name,
 the image may be a banner), so it only fills gaps.
+
+Cost: a reader's work grows with the page's size, not with its depth times its properties
+(microdata is gathered in one walk, see `_item_properties`), and the fields are read for the
+main product only. Every reader takes a `Deadline` and checks it between blocks and every
+few hundred nodes or values, raising `PageTimeBudgetExceeded` once the page's time is spent.
+
+The text and deadline helpers extract.py also uses live here, so this module imports nothing
+from extract.py.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urldefrag, urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from .extract import _text_pieces  # the same text rules as selector data
 from .urls import split_url
 
 __all__ = [
     "JSONLD",
     "MICRODATA",
+    "NO_DEADLINE",
     "OPENGRAPH",
     "SELECTOR",
+    "Deadline",
+    "PageTimeBudgetExceeded",
     "ProductData",
     "find_products",
     "jsonld_product",
     "microdata_product",
     "opengraph_product",
 ]
+
+T = TypeVar("T")
 
 # Where a field's value came from, as the shop checker shows it.
 JSONLD = "jsonld"
@@ -50,6 +63,8 @@ _OG_PRODUCT_TYPES = frozenset({"product", "og:product", "product.item", "product
 # Data strings beyond the description, with the label that goes before each value (as a
 # spec table on a page would show them).
 _EXTRA_PROPERTIES = (("material", "Material"), ("color", "Colour"))
+# Text inside these elements is code, never product text.
+_SKIPPED_TEXT_PARENTS = frozenset({"script", "style"})
 
 
 @dataclass(frozen=True)
@@ -64,18 +79,75 @@ class ProductData:
     declares_product: bool = True
 
 
-def find_products(page: LexborHTMLParser | str, base_url: str, page_url: str | None = None) -> list[ProductData]:
+# --- the page's time (shared with extract.py) --------------------------------------------
+
+
+class PageTimeBudgetExceeded(Exception):
+    """A page's extraction ran past its time budget (extract.PAGE_TIME_BUDGET)."""
+
+
+class Deadline:
+    """When a page's extraction must end; `Deadline(None)` never ends.
+
+    The checks are cooperative: loops call `check()` or iterate through `checked()`, so a
+    single long C call (the parse, one CSS match) is only noticed when it returns.
+    """
+
+    __slots__ = ("_at", "_clock")
+    # Items between two clock reads in checked(): one item (a node) costs less than a read.
+    EVERY = 256
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._at = None if seconds is None else clock() + seconds
+
+    def check(self) -> None:
+        """Raise PageTimeBudgetExceeded if the time is spent."""
+        if self._at is not None and self._clock() >= self._at:
+            raise PageTimeBudgetExceeded
+
+    def checked(self, items: Iterable[T]) -> Iterator[T]:
+        """`items`, checking before the first one and then every EVERY items."""
+        if self._at is None:
+            yield from items
+            return
+        for i, item in enumerate(items):
+            if i % self.EVERY == 0:
+                self.check()
+            yield item
+
+
+NO_DEADLINE = Deadline(None)
+
+
+def _text_pieces(node: LexborNode, deadline: Deadline = NO_DEADLINE) -> Iterator[str]:
+    """All descendant text nodes in document order, outside script/style."""
+    for child in deadline.checked(node.traverse(include_text=True)):
+        if not child.is_text_node:
+            continue
+        parent = child.parent
+        if parent is not None and parent.tag in _SKIPPED_TEXT_PARENTS:
+            continue
+        text = child.text_content
+        if text is not None:
+            yield text
+
+
+def find_products(page: LexborHTMLParser | str, base_url: str, page_url: str | None = None,
+                  deadline: Deadline = NO_DEADLINE) -> list[ProductData]:
     """The main product by JSON-LD, microdata and OpenGraph, in that order, those found.
 
     `base_url` resolves relative URLs (the page URL, or its <base href>); `page_url`
-    (default `base_url`) picks the main product when a source has several.
+    (default `base_url`) picks the main product when a source has several. Raises
+    PageTimeBudgetExceeded once `deadline` has passed.
     """
     tree = LexborHTMLParser(page) if isinstance(page, str) else page
     page_url = page_url or base_url
+    # Each reader checks the deadline when it starts, and as it goes.
     found = (
-        jsonld_product(tree, base_url, page_url),
-        microdata_product(tree, base_url, page_url),
-        opengraph_product(tree, base_url),
+        jsonld_product(tree, base_url, page_url, deadline),
+        microdata_product(tree, base_url, page_url, deadline),
+        opengraph_product(tree, base_url, deadline),
     )
     return [p for p in found if p is not None]
 
@@ -113,33 +185,37 @@ def _same_page(url: str, page_url: str) -> bool:
     return urldefrag(url)[0].rstrip("/") == urldefrag(page_url)[0].rstrip("/")
 
 
-def _main_product(candidates: list[tuple[ProductData, list[str]]], page_url: str) -> ProductData | None:
-    """The product whose url or id is this page, else the first in document order.
+def _main_product(candidates: list[tuple[T, list[str]]], page_url: str,
+                  deadline: Deadline = NO_DEADLINE) -> T | None:
+    """The candidate whose url or id is this page, else the first in document order.
 
     A page yields one record, so related products, variants and accessories that a page
     also describes must not win over the product the page is about; shops that mark
-    them up usually list the main product first.
+    them up usually list the main product first. Candidates are cheap to make (a node and
+    its ids); the caller reads the fields of the winner only.
     """
-    for product, urls in candidates:
+    for product, urls in deadline.checked(candidates):
         if any(_same_page(u, page_url) for u in urls):
             return product
     return candidates[0][0] if candidates else None
 
 
-def _fragment_pieces(text: str) -> list[str]:
+def _fragment_pieces(text: str, deadline: Deadline = NO_DEADLINE) -> list[str]:
     """A description that may hold HTML tags or entities -> its text pieces."""
     if "<" not in text and "&" not in text:
         return [text]
     body = LexborHTMLParser(text).body
-    return list(_text_pieces(body)) if body is not None else []
+    deadline.check()
+    return list(_text_pieces(body, deadline)) if body is not None else []
 
 
 # --- JSON-LD ----------------------------------------------------------------------------
 
 
-def _jsonld_blocks(tree: LexborHTMLParser) -> Iterator[Any]:
+def _jsonld_blocks(tree: LexborHTMLParser, deadline: Deadline) -> Iterator[Any]:
     """Every parsed <script type="application/ld+json">; a broken block is skipped."""
     for script in tree.css("script[type]"):
+        deadline.check()  # a block can be megabytes: check between blocks
         kind = (script.attributes.get("type") or "").split(";")[0].strip().lower()
         if kind != "application/ld+json":
             continue
@@ -162,7 +238,7 @@ def _types(node: dict) -> set[str]:
     return {_short_type(k) for k in kinds if isinstance(k, str)} if isinstance(kinds, list) else set()
 
 
-_MAX_LIST_DEPTH = 8  # arrays in arrays at top level; deeper ones state nothing a shop means
+_MAX_LIST_DEPTH = 8  # arrays in arrays; deeper ones state nothing a shop means
 
 
 def _top_nodes(value: Any, depth: int = 0) -> Iterator[dict]:
@@ -196,7 +272,9 @@ def _jsonld_products(node: dict) -> Iterator[dict]:
 def _string(value: Any) -> str:
     """A JSON-LD text value: a string, a {"@value": ...} object, or the first of a list."""
     if isinstance(value, list):
-        value = next((v for v in value if _string(v)), "")
+        # Not into lists in lists: they hold no text value, and recursing into one nested
+        # a thousand deep would overflow the stack.
+        value = next((v for v in value if not isinstance(v, list) and _string(v)), "")
     if isinstance(value, dict):
         value = value.get("@value", "")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -204,12 +282,14 @@ def _string(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _jsonld_images(value: Any, base_url: str, by_id: dict[str, dict]) -> Iterator[str]:
+def _jsonld_images(value: Any, base_url: str, by_id: dict[str, dict], deadline: Deadline,
+                   depth: int = 0) -> Iterator[str]:
     """Image URLs from a string, an ImageObject (url / contentUrl), an @id reference to
     one elsewhere in the page's JSON-LD, or a list of those."""
     if isinstance(value, list):
-        for item in value:
-            yield from _jsonld_images(item, base_url, by_id)
+        if depth < _MAX_LIST_DEPTH:
+            for item in deadline.checked(value):
+                yield from _jsonld_images(item, base_url, by_id, deadline, depth + 1)
         return
     if isinstance(value, dict):
         if set(value) <= {"@id", "@type"} and isinstance(value.get("@id"), str):
@@ -221,56 +301,69 @@ def _jsonld_images(value: Any, base_url: str, by_id: dict[str, dict]) -> Iterato
             yield url
 
 
-def _jsonld_data(node: dict) -> list[str]:
-    data = _fragment_pieces(_string(node.get("description")))
+def _jsonld_data(node: dict, deadline: Deadline) -> list[str]:
+    data = _fragment_pieces(_string(node.get("description")), deadline)
     for key, label in _EXTRA_PROPERTIES:
         value = _string(node.get(key))
         if value:
             data += [label, value]
     properties = node.get("additionalProperty")
-    for prop in properties if isinstance(properties, list) else [properties]:
+    for prop in deadline.checked(properties if isinstance(properties, list) else [properties]):
         if isinstance(prop, dict) and _string(prop.get("name")) and _string(prop.get("value")):
             data += [_string(prop.get("name")), _string(prop.get("value"))]
     return [piece for piece in data if piece.strip()]
 
 
-def jsonld_product(tree: LexborHTMLParser, base_url: str, page_url: str) -> ProductData | None:
+def jsonld_product(tree: LexborHTMLParser, base_url: str, page_url: str,
+                   deadline: Deadline = NO_DEADLINE) -> ProductData | None:
     """The page's main Product in its JSON-LD blocks, or None."""
-    nodes = [node for block in _jsonld_blocks(tree) for node in _top_nodes(block)]
+    deadline.check()
+    nodes = [node for block in _jsonld_blocks(tree, deadline) for node in deadline.checked(_top_nodes(block))]
     by_id = {n["@id"]: n for n in nodes if isinstance(n.get("@id"), str)}
     candidates = []
-    for node in nodes:
+    for node in deadline.checked(nodes):
         for product in _jsonld_products(node):
-            data = ProductData(
-                source=JSONLD,
-                name=html.unescape(_string(product.get("name"))),
-                images=list(_jsonld_images(product.get("image"), base_url, by_id)),
-                data=_jsonld_data(product),
-            )
             ids = [_join(base_url, u) or "" for u in (_string(product.get("url")), product.get("@id"))
                    if isinstance(u, str) and u]
-            candidates.append((data, ids))
-    return _main_product(candidates, page_url)
+            candidates.append((product, ids))
+    product = _main_product(candidates, page_url, deadline)
+    if product is None:
+        return None
+    return ProductData(
+        source=JSONLD,
+        name=html.unescape(_string(product.get("name"))),
+        images=list(_jsonld_images(product.get("image"), base_url, by_id, deadline)),
+        data=_jsonld_data(product, deadline),
+    )
 
 
 # --- microdata --------------------------------------------------------------------------
 
-
-def _owner(node: LexborNode) -> LexborNode | None:
-    """The item an itemprop element belongs to: its nearest itemscope ancestor."""
-    parent = node.parent
-    while parent is not None and "itemscope" not in parent.attributes:
-        parent = parent.parent
-    return parent
+Properties = dict[str, list[LexborNode]]  # an item's own properties by name, in document order
 
 
-def _properties(item: LexborNode) -> dict[str, list[LexborNode]]:
-    """An item's own properties by name, in document order (not those of nested items)."""
-    props: dict[str, list[LexborNode]] = {}
-    for node in item.css("[itemprop]"):
-        if _owner(node) == item:
-            for name in (node.attributes.get("itemprop") or "").split():
-                props.setdefault(name, []).append(node)
+def _item_properties(items: list[LexborNode], deadline: Deadline) -> dict[int, Properties]:
+    """The properties of every item in or under `items`, by the item's mem_id.
+
+    One walk of each item's subtree (an item inside one already walked is not walked again).
+    An itemprop belongs to its nearest itemscope ancestor, not to the items further out, and
+    document order reaches a parent before its children, so each element's item is known
+    from its parent's: the parent, if it is an itemscope, else the parent's own item.
+    """
+    child_owner: dict[int, int | None] = {}  # element -> the item its children belong to
+    props: dict[int, Properties] = {}
+    for item in items:
+        if item.mem_id in child_owner:
+            continue
+        for node in deadline.checked(item.traverse()):
+            attrs = node.attributes
+            parent = node.parent
+            # The walk's first node (the item) belongs to no item walked here.
+            owner = child_owner.get(parent.mem_id) if parent is not None else None
+            if owner is not None:
+                for name in (attrs.get("itemprop") or "").split():
+                    props.setdefault(owner, {}).setdefault(name, []).append(node)
+            child_owner[node.mem_id] = node.mem_id if "itemscope" in attrs else owner
     return props
 
 
@@ -284,17 +377,23 @@ def _url_value(node: LexborNode) -> str:
     return ""
 
 
-def _text_value(node: LexborNode) -> str:
-    if node.tag == "meta" or "content" in node.attributes:
+def _has_content(node: LexborNode) -> bool:
+    """Whether a property's value is its content attribute rather than its text."""
+    return node.tag == "meta" or "content" in node.attributes
+
+
+def _text_value(node: LexborNode, deadline: Deadline) -> str:
+    if _has_content(node):
         return (node.attributes.get("content") or "").strip()
-    return "".join(_text_pieces(node))
+    return "".join(_text_pieces(node, deadline))
 
 
-def _microdata_images(nodes: list[LexborNode], base_url: str) -> Iterator[str]:
-    for node in nodes:
+def _microdata_images(nodes: list[LexborNode], base_url: str, props: dict[int, Properties],
+                      deadline: Deadline) -> Iterator[str]:
+    for node in deadline.checked(nodes):
         if "itemscope" in node.attributes:  # an ImageObject item
-            props = _properties(node)
-            inner = props.get("contentUrl", []) + props.get("url", [])
+            own = props.get(node.mem_id, {})
+            inner = own.get("contentUrl", []) + own.get("url", [])
             value = _url_value(inner[0]) if inner else ""
         else:
             value = _url_value(node)
@@ -308,47 +407,63 @@ def _is_product_item(node: LexborNode) -> bool:
     return any(_short_type(t) in _PRODUCT_TYPES for t in types)
 
 
-def microdata_product(tree: LexborHTMLParser, base_url: str, page_url: str) -> ProductData | None:
+def _is_page_item(node: LexborNode) -> bool:
+    """Top-level items only (or a page's mainEntity): a product that is a property of
+    another item is a related product or an accessory."""
+    role = (node.attributes.get("itemprop") or "").split()
+    return not role or "mainEntity" in role
+
+
+def _microdata_fields(item: LexborNode, props: dict[int, Properties], base_url: str,
+                      deadline: Deadline) -> ProductData:
+    own = props.get(item.mem_id, {})
+    data: list[str] = []
+    for node in own.get("description", [])[:1]:
+        data += [_text_value(node, deadline)] if _has_content(node) else list(_text_pieces(node, deadline))
+    for key, label in _EXTRA_PROPERTIES:
+        value = _text_value(own[key][0], deadline).strip() if key in own else ""
+        if value:
+            data += [label, value]
+    for prop in deadline.checked(own.get("additionalProperty", [])):
+        inner = props.get(prop.mem_id, {})
+        if "name" in inner and "value" in inner:
+            data += [_text_value(inner["name"][0], deadline), _text_value(inner["value"][0], deadline)]
+    return ProductData(
+        source=MICRODATA,
+        name=_text_value(own["name"][0], deadline) if "name" in own else "",
+        images=list(_microdata_images(own.get("image", []), base_url, props, deadline)),
+        data=[piece for piece in data if piece and piece.strip()],
+    )
+
+
+def microdata_product(tree: LexborHTMLParser, base_url: str, page_url: str,
+                      deadline: Deadline = NO_DEADLINE) -> ProductData | None:
     """The page's main Product item in its microdata, or None."""
+    deadline.check()
+    items = [item for item in deadline.checked(tree.css("[itemscope][itemtype]"))
+             if _is_product_item(item) and _is_page_item(item)]
+    if not items:
+        return None
+    props = _item_properties(items, deadline)
     candidates = []
-    for item in tree.css("[itemscope][itemtype]"):
-        # Top-level items only (or a page's mainEntity): a product that is a property of
-        # another item is a related product or an accessory.
-        role = (item.attributes.get("itemprop") or "").split()
-        if not _is_product_item(item) or (role and "mainEntity" not in role):
-            continue
-        props = _properties(item)
-        data: list[str] = []
-        for node in props.get("description", [])[:1]:
-            content = node.tag == "meta" or "content" in node.attributes
-            data += [_text_value(node)] if content else list(_text_pieces(node))
-        for key, label in _EXTRA_PROPERTIES:
-            value = _text_value(props[key][0]).strip() if key in props else ""
-            if value:
-                data += [label, value]
-        for prop in props.get("additionalProperty", []):
-            inner = _properties(prop)
-            if "name" in inner and "value" in inner:
-                data += [_text_value(inner["name"][0]), _text_value(inner["value"][0])]
-        product = ProductData(
-            source=MICRODATA,
-            name=_text_value(props["name"][0]) if "name" in props else "",
-            images=list(_microdata_images(props.get("image", []), base_url)),
-            data=[piece for piece in data if piece and piece.strip()],
-        )
-        ids = [_join(base_url, _url_value(n)) or "" for n in props.get("url", [])[:1]]
+    for item in deadline.checked(items):
+        own = props.get(item.mem_id, {})
+        ids = [_join(base_url, _url_value(n)) or "" for n in own.get("url", [])[:1]]
         ids += [_join(base_url, item.attributes["itemid"]) or ""] if item.attributes.get("itemid") else []
-        candidates.append((product, ids))
-    return _main_product(candidates, page_url)
+        candidates.append((item, ids))
+    item = _main_product(candidates, page_url, deadline)
+    return None if item is None else _microdata_fields(item, props, base_url, deadline)
 
 
 # --- OpenGraph --------------------------------------------------------------------------
 
 
-def opengraph_product(tree: LexborHTMLParser, base_url: str) -> ProductData | None:
+def opengraph_product(tree: LexborHTMLParser, base_url: str,
+                      deadline: Deadline = NO_DEADLINE) -> ProductData | None:
     """og:title, og:image (every one, in order) and og:description; None without any."""
+    deadline.check()
     values: dict[str, list[str]] = {}
-    for meta in tree.css("meta[content]"):
+    for meta in deadline.checked(tree.css("meta[content]")):
         attrs = meta.attributes
         # The protocol says property=, but name= is a common mistake that readers accept.
         key = (attrs.get("property") or attrs.get("name") or "").strip().lower()
@@ -358,7 +473,7 @@ def opengraph_product(tree: LexborHTMLParser, base_url: str) -> ProductData | No
         return None
     image_urls = [
         url for key in ("og:image", "og:image:secure_url", "og:image:url")
-        for value in values.get(key, []) if (url := _absolute(value, base_url)) is not None
+        for value in deadline.checked(values.get(key, [])) if (url := _absolute(value, base_url)) is not None
     ]
     # The HTML parser has already decoded entities in attribute values.
     description = next((v for v in values.get("og:description", []) if v), "")

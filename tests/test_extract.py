@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from ilid_async.extract import (
     REASON_NO_IMAGE,
     REASON_NOT_PRODUCT_PAGE,
+    REASON_PAGE_TIME_BUDGET,
     REASON_UNDECODABLE_PAGE,
     NotExtracted,
     RawRecord,
@@ -291,6 +296,21 @@ def test_header_charset_that_is_no_text_codec_is_undecodable(charset: str) -> No
     assert decode_page(b"<p>\xff</p>", charset) is None
 
 
+@pytest.mark.parametrize("charset", ["utf\x008", "latin-1\x00", "\udc80", "\ud800latin-1"])
+def test_header_charset_no_codec_lookup_takes(charset: str) -> None:
+    # codecs.lookup raises ValueError, not LookupError, for a NUL or a lone surrogate.
+    assert decode_page(b"<p>\xff</p>", charset) is None
+    assert extract(b"<p>\xff</p>", charset=charset) == NotExtracted(REASON_UNDECODABLE_PAGE)
+
+
+@pytest.mark.parametrize("charset", ["unicode_escape", "raw-unicode-escape"])
+def test_text_codecs_that_are_no_page_encodings(charset: str) -> None:
+    # Each would decode these bytes, into nonsense: the escape read as a character.
+    raw = b"\\u00e9\xe9"
+    assert decode_page(raw, charset) is None
+    assert decode_page(f'<meta charset="{charset}">'.encode() + raw) is None
+
+
 def test_str_input_is_accepted() -> None:
     assert extract(PRODUCT.decode()) == extract(PRODUCT)
 
@@ -315,3 +335,144 @@ def test_check_selector_rejects(css: str) -> None:
 def test_bad_selector_in_extract_is_value_error() -> None:
     with pytest.raises(ValueError, match="selector"):
         extract(PRODUCT, label="h1[[")
+
+
+# --- properties: any bytes, any charset ---------------------------------------------------
+
+# What a Content-Type charset or a meta charset may say: codec names, their aliases in odd
+# spellings, codecs that are no text codecs, and junk (empty, very long, non-ASCII, NUL).
+_CODEC_NAMES = ["utf-8", "UTF8", "latin-1", "ISO-8859-1", "windows-1252", "cp1251", "koi8-r", "shift_jis",
+                "euc-jp", "gb2312", "big5", "utf-16", "utf-16-le", "utf-32", "ascii", "iso-2022-jp",
+                "rot13", "hex", "base64", "zlib", "bz2", "uu", "quopri", "undefined", "unicode_escape",
+                "idna", "punycode", "utf-7", "mbcs", "cp65001", "x-user-defined", "replacement"]
+CHARSETS = st.one_of(
+    st.sampled_from(_CODEC_NAMES),
+    st.builds(lambda name, pad: pad + name + pad, st.sampled_from(_CODEC_NAMES), st.sampled_from(["", " ", "\t", '"'])),
+    st.text(max_size=40),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.:", min_size=1, max_size=20),
+    st.just("x" * 5000),
+)
+# Bytes that UTF-8 refuses, so that the charsets are tried.
+NOT_UTF8 = st.binary(max_size=200).map(lambda b: b + b"\xff")
+
+
+def _meta(charset: str, style: int) -> str:
+    return [f'<meta charset="{charset}">', f"<meta charset={charset}>",
+            f'<meta http-equiv="Content-Type" content="text/html; charset={charset}">'][style]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | NOT_UTF8, st.none() | CHARSETS)
+def test_decode_page_gives_text_or_none(raw: bytes, charset: str | None) -> None:
+    result = decode_page(raw, charset)
+    assert result is None or isinstance(result, str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(CHARSETS, st.integers(0, 2), NOT_UTF8, st.none() | CHARSETS, st.sampled_from(["utf-8", "latin-1"]))
+def test_meta_charset_gives_text_or_none(meta: str, style: int, body: bytes, header: str | None,
+                                         tag_encoding: str) -> None:
+    raw = _meta(meta, style).encode(tag_encoding, "replace") + body
+    result = decode_page(raw, header)
+    assert result is None or isinstance(result, str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200), st.none() | CHARSETS)
+def test_utf8_pages_are_utf8_whatever_the_charset_says(text: str, charset: str | None) -> None:
+    raw = text.encode("utf-8")  # hypothesis text has no lone surrogates
+    assume(b"\x00" not in raw[:1024] and not text.startswith("\ufeff"))
+    assert decode_page(raw, charset) == text
+
+
+# Each charset's own letters (and ASCII), so that pages in it are written in it.
+_SINGLE_BYTE = ("cp1251", "iso-8859-2", "koi8-r", "cp1252")
+_REPERTOIRES = {
+    **{cs: bytes(range(0x20, 0x100)).decode(cs, "ignore") for cs in _SINGLE_BYTE},
+    "shift_jis": "日本語のテキスト、ｶﾀｶﾅ", "euc-kr": "한국어 텍스트입니다", "gb2312": "中文文本测试",
+}
+NATIVE_PAGES = st.sampled_from(sorted(_REPERTOIRES)).flatmap(lambda cs: st.tuples(
+    st.just(cs),
+    st.text(alphabet=_REPERTOIRES[cs] + "<> =abc", min_size=1, max_size=200).filter(lambda t: not t.isascii()),
+))
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@settings(max_examples=200, deadline=None)
+@given(NATIVE_PAGES, st.booleans())
+def test_declared_charset_decodes_what_it_encoded(native: tuple[str, str], in_meta: bool) -> None:
+    charset, text = native
+    page_text = (_meta(charset, 0) if in_meta else "") + text
+    raw = page_text.encode(charset)
+    assume(not _is_utf8(raw))  # valid UTF-8 is read as UTF-8 first
+    assert decode_page(raw, None if in_meta else charset) == page_text
+
+
+# --- properties: extract_product on HTML-ish bytes never raises --------------------------
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)
+    | st.sampled_from(["Product", "https://schema.org/Product", "/a.jpg", "http://[oops/", "data:x", "<p>x</p>"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["@type", "@id", "@graph", "@value", "name", "image", "url", "contentUrl", "description",
+                         "mainEntity", "additionalProperty", "value", "material", "color"]) | st.text(max_size=5),
+        inner, max_size=5),
+    max_leaves=20,
+)
+_ATTRS = st.lists(st.sampled_from([
+    "itemscope", 'itemtype="https://schema.org/Product"', 'itemtype="schema:ImageObject"', 'itemprop="name"',
+    'itemprop="image"', 'itemprop="description"', 'itemprop="additionalProperty"', 'itemprop="mainEntity"',
+    'itemprop="url"', 'itemprop="value"', 'itemprop="contentUrl"', 'itemid="/p"', 'content="/c.jpg"',
+    'src="a.jpg"', 'data-src="//cdn/b.jpg"', 'href="http://[x/"', 'class="product"', 'class="gallery"',
+    'class="title"', 'class="specs"', 'property="og:type" content="product"', 'property="og:image" content="/o.jpg"',
+]), max_size=4)
+_TAG = st.builds(lambda tag, attrs, close: f"<{tag} {' '.join(attrs)}>" + (f"</{tag}>" if close else ""),
+                 st.sampled_from(["div", "span", "img", "meta", "a", "link", "p", "table", "td", "script", "style",
+                                  "base", "h1", "template", "svg", "b"]), _ATTRS, st.booleans())
+# Whole products, so that some pages yield records: by the selectors, JSON-LD, microdata.
+_PRODUCTS = st.one_of(
+    st.just('<div class="product"><div class="gallery"><img src="/g.jpg"></div><h1 class="title">T</h1>'
+            '<div class="specs"><p>S</p></div></div>'),
+    st.builds(lambda name, image, extra: '<script type="application/ld+json">' + json.dumps(
+        {"@type": "Product", "name": name, "image": image, **extra}) + "</script>",
+        _JSON, st.sampled_from(["/a.jpg", ["x.png", "/b.jpg"], {"@type": "ImageObject", "url": "c.jpg"}]) | _JSON,
+        st.dictionaries(st.sampled_from(["description", "url", "@id", "additionalProperty"]), _JSON, max_size=3)),
+    st.builds(lambda name, inner: '<div itemscope itemtype="https://schema.org/Product">'
+              f'<span itemprop="name">{name}</span><img itemprop="image" src="/m.jpg">{inner}</div>',
+              st.text(max_size=20), st.lists(_TAG, max_size=5).map("".join)),
+)
+_FRAGMENT = st.one_of(
+    st.text(max_size=30), _TAG, _PRODUCTS,
+    _JSON.map(lambda v: f'<script type="application/ld+json">{json.dumps(v)}</script>'),
+    st.text(max_size=30).map(lambda t: f'<script type="application/ld+json">{t}</script>'),
+    CHARSETS.map(lambda c: f'<meta charset="{c}">'),
+    st.sampled_from(["<!--", "-->", "<![CDATA[", "&amp;", "&#xD800;", "&nbsp", "</div>" * 5, "<div>" * 50]),
+)
+HTMLISH = st.builds(
+    lambda parts, encoding, tail: "".join(parts).encode(encoding, "replace") + tail,
+    st.lists(_FRAGMENT, max_size=25), st.sampled_from(["utf-8", "latin-1", "utf-16", "cp1252"]),
+    st.just(b"") | st.binary(max_size=20),
+)
+_STRUCTURED = {"product": "", "image": "", "label": "", "data": "", "image_endings": (".jpg", "")}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(HTMLISH, st.none() | CHARSETS, st.sampled_from([(_STRUCTURED, False), (SELECTORS, False), (SELECTORS, True)]))
+def test_extract_product_gives_a_record_or_a_reason(raw: bytes, charset: str | None,
+                                                    shop: tuple[dict, bool]) -> None:
+    selectors, fallback = shop
+    result = extract_product(raw, PAGE_URL, **selectors, charset=charset, structured_fallback=fallback)
+    if isinstance(result, NotExtracted):
+        assert result.reason in (REASON_NOT_PRODUCT_PAGE, REASON_NO_IMAGE, REASON_UNDECODABLE_PAGE,
+                                 REASON_PAGE_TIME_BUDGET)
+    else:
+        assert isinstance(result, RawRecord)
+        assert isinstance(result.image_url, str) and isinstance(result.label, str)
+        assert all(isinstance(piece, str) for piece in result.data)

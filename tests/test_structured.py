@@ -3,16 +3,22 @@ extract_product using it for shops without selectors or with the structured fall
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from selectolax.lexbor import LexborHTMLParser
 
 from conftest import run_cli, write_config
 from shop import Product, ShopServer, TestShop
 from ilid_async.extract import (
+    PAGE_TIME_BUDGET,
     REASON_NO_IMAGE,
     REASON_NOT_PRODUCT_PAGE,
+    REASON_PAGE_TIME_BUDGET,
     NotExtracted,
     RawRecord,
     Sources,
@@ -21,9 +27,16 @@ from ilid_async.extract import (
 from ilid_async.structured import (
     JSONLD,
     MICRODATA,
+    NO_DEADLINE,
     OPENGRAPH,
+    Deadline,
+    PageTimeBudgetExceeded,
     ProductData,
+    _item_properties,
     find_products,
+    jsonld_product,
+    microdata_product,
+    opengraph_product,
 )
 
 PAGE_URL = "https://shop.example/p/hex-bolt"
@@ -201,6 +214,15 @@ def test_nested_products_are_not_the_page_product() -> None:
     assert only(page(head=ld({"@type": "ItemList", "itemListElement": [related]})), JSONLD) is None
 
 
+def test_jsonld_values_nested_deep_in_lists() -> None:
+    """Lists in lists a few hundred deep (json.loads takes them) are no text and no image,
+    not a RecursionError that fails the page."""
+    deep = json.loads("[" * 500 + '"x"' + "]" * 500)
+    found = only(page(ld({**BOLT, "name": deep, "description": deep, "color": deep, "image": [deep, "/a.jpg"]})),
+                 JSONLD)
+    assert found == ProductData(source=JSONLD, name="", images=["https://shop.example/a.jpg"], data=[])
+
+
 def test_text_values_html_and_entities() -> None:
     html = page(head=ld({**BOLT, "name": ["", {"@value": "Bolt 1/2&quot; &amp; nut"}],
                          "description": "<p>Steel bolt</p><ul><li>DIN&nbsp;933</li></ul>"}))
@@ -277,6 +299,66 @@ def test_microdata_related_and_main_products() -> None:
     assert only(page(f'<div itemscope itemtype="https://schema.org/Offer">{related}</div>'), MICRODATA) is None
     assert only(page('<div itemscope itemtype="https://schema.org/Organization">'
                      '<span itemprop="name">Shop</span></div>'), MICRODATA) is None
+
+
+def deep_microdata_page(depth: int = 3000) -> str:
+    """The hostile page of issue 13: ~0.75 MB, a Product whose additionalProperty items nest
+    `depth` deep, each holding the next (every itemprop once walked up to its item)."""
+    one = ('<div itemprop="additionalProperty" itemscope itemtype="https://schema.org/PropertyValue">'
+           '<span itemprop="name">Finish {0}</span><span itemprop="value">' + "v" * 80 + "</span>")
+    return page('<div itemscope itemtype="https://schema.org/Product"><h1 itemprop="name">Deep clamp</h1>'
+                '<img itemprop="image" src="/deep.jpg">' + "".join(one.format(i) for i in range(depth))
+                + "</div>" * depth + "</div>")
+
+
+def test_deep_microdata_page_extracts_within_the_default_budget() -> None:
+    html = deep_microdata_page()
+    assert len(html) > 700_000
+    result = extract_product(html.encode(), PAGE_URL, **NO_SELECTORS, time_budget=PAGE_TIME_BUDGET)
+    # Only the outermost property is the product's own: the others belong to their items.
+    assert result == RawRecord("https://shop.example/deep.jpg", "Deep clamp", ["Finish 0", "v" * 80],
+                               Sources(image=MICRODATA, label=MICRODATA, data=MICRODATA))
+
+
+# Markup for the property test below: items nest in items, properties in both, with and
+# without itemscope/itemtype, so every "which item owns this itemprop" case comes up.
+_MICRO_ATTRS = st.lists(st.sampled_from([
+    "itemscope", 'itemtype="https://schema.org/Product"', 'itemtype="https://schema.org/PropertyValue"',
+    'itemprop="name"', 'itemprop="image"', 'itemprop="additionalProperty"', 'itemprop="mainEntity"',
+    'itemprop="name value"', "itemprop", 'content="c"', 'src="/i.jpg"',
+]), max_size=4, unique=True)
+_MICRO_MARKUP = st.recursive(
+    st.sampled_from(["", "text", "<br>", '<meta itemprop="url" content="/p">']),
+    lambda inner: st.builds(lambda tag, attrs, children: f"<{tag} {' '.join(attrs)}>{''.join(children)}</{tag}>",
+                            st.sampled_from(["div", "span", "p", "section"]), _MICRO_ATTRS,
+                            st.lists(inner, max_size=4)),
+    max_leaves=30,
+)
+
+
+def _owner_by_walking_up(node):
+    """The definition: an itemprop's item is its nearest itemscope ancestor."""
+    parent = node.parent
+    while parent is not None and "itemscope" not in parent.attributes:
+        parent = parent.parent
+    return parent
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_MICRO_MARKUP, min_size=1, max_size=4))
+def test_one_walk_finds_the_properties_walking_up_finds(fragments: list[str]) -> None:
+    tree = LexborHTMLParser(page("".join(fragments)))
+    items = [n for n in tree.css("[itemscope][itemtype]")]
+    walked = _item_properties(items, NO_DEADLINE)
+    for item in (n for top in items for n in [top, *top.css("[itemscope]")]):
+        expected: dict[str, list[int]] = {}
+        for node in item.css("[itemprop]"):
+            owner = _owner_by_walking_up(node)
+            if owner is not None and owner.mem_id == item.mem_id:
+                for name in (node.attributes.get("itemprop") or "").split():
+                    expected.setdefault(name, []).append(node.mem_id)
+        found = walked.get(item.mem_id, {})
+        assert {name: [n.mem_id for n in nodes] for name, nodes in found.items()} == expected
 
 
 # --- OpenGraph --------------------------------------------------------------------------
@@ -428,6 +510,52 @@ def test_some_selectors_only() -> None:
     assert result == RawRecord("https://cdn.example/bolt.jpg", "Selector title", ["Selector data"],
                                Sources(image=JSONLD))
     assert extract_product(selector_page(head=""), PAGE_URL, **selectors) == NotExtracted(REASON_NOT_PRODUCT_PAGE)
+
+
+# --- the page's time budget -------------------------------------------------------------
+
+
+def ticks():
+    """A clock that moves one second each time it is read."""
+    return itertools.count().__next__
+
+
+@pytest.mark.parametrize(
+    ("html", "read"),
+    [
+        pytest.param(deep_microdata_page(), lambda tree, d: microdata_product(tree, PAGE_URL, PAGE_URL, d),
+                     id="microdata-walk"),
+        pytest.param(page(head=ld(*[BOLT] * 3000)), lambda tree, d: jsonld_product(tree, PAGE_URL, PAGE_URL, d),
+                     id="jsonld-blocks"),
+        pytest.param(page(head=ld({**BOLT, "description": "<p>spec</p>" * 5000})),
+                     lambda tree, d: jsonld_product(tree, PAGE_URL, PAGE_URL, d), id="description-text"),
+        pytest.param(page(head=ld({**BOLT, "image": ["/a.jpg"] * 5000})),
+                     lambda tree, d: jsonld_product(tree, PAGE_URL, PAGE_URL, d), id="jsonld-images"),
+        pytest.param(page(head=og(title="T") * 5000), lambda tree, d: opengraph_product(tree, PAGE_URL, d),
+                     id="opengraph-metas"),
+    ],
+)
+def test_readers_check_the_deadline_as_they_go(html: str, read) -> None:
+    """Ten clock reads into a reader's work on a big page, its time is up: the reader stops
+    with PageTimeBudgetExceeded, and with no deadline it finishes."""
+    tree = LexborHTMLParser(html)
+    with pytest.raises(PageTimeBudgetExceeded):
+        read(tree, Deadline(10, clock=ticks()))
+    assert read(tree, NO_DEADLINE) is not None
+
+
+@pytest.mark.parametrize("selectors", [NO_SELECTORS, SELECTORS], ids=["structured", "selectors"])
+def test_page_past_its_budget_is_not_extracted(selectors: dict) -> None:
+    html = selector_page(specs="<p>spec</p>")
+    assert isinstance(extract_product(html, PAGE_URL, **selectors), RawRecord)
+    assert extract_product(html, PAGE_URL, **selectors, time_budget=0) == NotExtracted(REASON_PAGE_TIME_BUDGET)
+    assert extract_product(deep_microdata_page().encode(), PAGE_URL, **selectors, time_budget=0) == NotExtracted(
+        REASON_PAGE_TIME_BUDGET)
+
+
+def test_no_budget() -> None:
+    result = extract_product(deep_microdata_page(), PAGE_URL, **NO_SELECTORS, time_budget=None)
+    assert isinstance(result, RawRecord) and result.label == "Deep clamp"
 
 
 # --- a crawl of a shop that has only structured data ------------------------------------
