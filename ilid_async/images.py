@@ -10,6 +10,7 @@ pillow-simd are used.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import io
@@ -53,6 +54,34 @@ class ImageError(ItemError):
         # Exceptions pickle as cls(*args); ItemError's args hold the joined message, which would
         # turn into the reason when the error crosses back from a pool worker.
         return (type(self), (self.reason, self.detail))
+
+
+# OSError numbers that mean there is no room to write: a full disk, a quota, a file size limit.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+REASON_DISK_FULL = "disk_full"  # never stored: the run stops instead (the disk is the run's)
+_WRITE_REASONS = {
+    errno.EEXIST: "folder_is_a_file",  # a file where the image's folder should be
+    errno.ENOTDIR: "folder_is_a_file",
+    errno.EISDIR: "file_is_a_folder",  # a folder where the image file should be
+    errno.ENOTEMPTY: "file_is_a_folder",
+    errno.ENAMETOOLONG: "name_too_long",  # as `download` calls it too
+    errno.EACCES: "write_not_permitted",
+    errno.EPERM: "write_not_permitted",
+    errno.EROFS: "write_not_permitted",
+}
+
+
+def write_failure(e: OSError) -> str:
+    """The reason for an OSError while writing an image: REASON_DISK_FULL, or the record's
+    failure (write_error when no more specific one fits)."""
+    if e.errno in NO_SPACE_ERRNOS:
+        return REASON_DISK_FULL
+    return _WRITE_REASONS.get(e.errno, "write_error")
+
+
+class ImageWriteError(ImageError, OSError):
+    """The finished image could not be written: an OSError, and an ImageError whose
+    ``reason`` is write_failure's (so the pipeline records it like any image failure)."""
 
 
 @dataclass(frozen=True)
@@ -225,7 +254,8 @@ def transform_image(
     the edges, and write an RGB image atomically to ``out_path`` (parent folders created), as
     ``encoding`` says (default: PNG, zlib level 6).
 
-    Raises ``ImageError`` (nothing is left at ``out_path``, no temp file remains).
+    Raises ``ImageError`` (nothing is left at ``out_path``, no temp file remains), an
+    ``ImageWriteError`` if the file cannot be written.
     """
     encoding = encoding or Encoding()
     img = _open_checked(data, max_pixels)
@@ -320,7 +350,15 @@ def _reason_for(e: BaseException) -> str:
 
 def _write_atomic(img: Image.Image, out_path: str, encoding: Encoding) -> int:
     """Write ``img`` via a hidden temp file in the same folder and rename it into place, so
-    ``out_path`` is either absent, the old file, or the complete new file."""
+    ``out_path`` is either absent, the old file, or the complete new file. An OSError (full
+    disk, a file where the folder should be, a name too long) is an ImageWriteError."""
+    try:
+        return _write_file(img, out_path, encoding)
+    except OSError as e:
+        raise ImageWriteError(write_failure(e), f"{e.strerror or e}: {e.filename or out_path}") from None
+
+
+def _write_file(img: Image.Image, out_path: str, encoding: Encoding) -> int:
     if encoding.format == "png":
         options = {"compress_level": encoding.png_compress_level}
     else:

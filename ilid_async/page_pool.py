@@ -5,20 +5,27 @@ loop's process keeps the network and the store; the pages it fetched go, in batc
 processes that extract the raw record, pre-filter it and compute its id, and send back only
 that small result. A batch is every page that finished in one turn of the event loop (up to
 BATCH_MAX): no page waits for a timer, and a fast crawl pays the hand-over once per batch.
+
+A worker that dies (the kernel's OOM killer, a crash in the parser) costs no page: the pool is
+rebuilt and the batch's pages go again one by one (workers.RestartingPool), so a page that
+kills its worker every time ends alone as ``worker_died``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from .config import ShopConfig
 from .dataset import stable_id
 from .extract import NotExtracted, extract_product
 from .filters import Rejected, compile_tradename, prefilter_record
-from .workers import worker_pool
+from .workers import REASON_WORKER_DIED, RestartingPool, WorkerDied, worker_pool
+
+log = logging.getLogger(__name__)
 
 BATCH_MAX = 64
 # A page whose extraction raised (a bug, or a page that trips the parser): recorded, not fatal.
@@ -89,7 +96,7 @@ class PagePool:
     """Hands fetched pages to worker processes in batches; ``await process(job)``."""
 
     def __init__(self, shops: dict[str, ShopConfig], workers: int):
-        self.pool: ProcessPoolExecutor = worker_pool(workers, _init_shops, (shops,))
+        self.pool = RestartingPool(lambda: worker_pool(workers, _init_shops, (shops,)))
         self._batch: list[tuple[PageJob, asyncio.Future]] = []
 
     async def process(self, job: PageJob) -> PageRecord | NotExtracted:
@@ -106,24 +113,54 @@ class PagePool:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        done = asyncio.wrap_future(self.pool.submit(_process_batch, [job for job, _ in batch]))
-        done.add_done_callback(lambda result: _hand_out(result, [f for _, f in batch]))
+        try:
+            done = asyncio.wrap_future(self.pool.submit_once(_process_batch, [job for job, _ in batch]))
+        except RuntimeError:  # shut down: the run is ending and its page tasks are cancelled
+            for _, future in batch:
+                future.cancel()
+            return
+        done.add_done_callback(lambda result: self._batch_done(result, batch))
+
+    def _batch_done(self, result: asyncio.Future, batch: list[tuple[PageJob, asyncio.Future]]) -> None:
+        if result.cancelled():
+            for _, future in batch:
+                future.cancel()
+            return
+        if isinstance(result.exception(), BrokenProcessPool):
+            # A worker died with this batch in the pool: each page goes again on its own, so a
+            # page that kills its worker takes no other page with it.
+            for job, future in batch:
+                if future.done():
+                    continue
+                try:
+                    again = asyncio.wrap_future(self.pool.submit(_process_batch, [job]))
+                except RuntimeError:  # shut down meanwhile
+                    future.cancel()
+                    continue
+                again.add_done_callback(lambda one, future=future: _hand_out(one, [future]))
+            return
+        _hand_out(result, [future for _, future in batch])
 
     def shutdown(self) -> None:
         self.pool.shutdown(cancel_futures=True)
 
 
 def _hand_out(result: asyncio.Future, futures: list[asyncio.Future]) -> None:
+    """Give each page its result; a batch that failed as a whole fails each page with a reason,
+    so that no page task waits forever or is left leased."""
     if result.cancelled():
         for future in futures:
             future.cancel()
         return
     if (error := result.exception()) is not None:
-        for future in futures:
-            if not future.done():
-                future.set_exception(error)
-        return
-    for future, value in zip(futures, result.result()):
+        if isinstance(error, WorkerDied):
+            outcome = NotExtracted(REASON_WORKER_DIED)
+        else:  # e.g. a result that does not pickle: a bug, but it must not cost the run
+            log.warning("page batch failed in the worker pool: %r", error)
+            outcome = NotExtracted(REASON_EXTRACTION_ERROR)
+        values = [outcome] * len(futures)
+    else:
+        values = result.result()
+    for future, value in zip(futures, values):
         if not future.done():  # its page task may have been cancelled meanwhile
             future.set_result(value)
-

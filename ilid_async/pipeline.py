@@ -7,6 +7,10 @@ the result; finished work wakes the next stage, which can start while earlier st
 A stage is finished when its upstream stages are finished and it has no work left. The store is
 the truth and the in-memory side holds only work in flight, so memory stays bounded and a
 killed run resumes from the store.
+
+An item error is recorded on its item and the run goes on. A UserError from a stage (a full
+disk, a store that cannot be written) stops the run at once: finished work is committed, work
+in flight returns to pending, and the error is the command's one line.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 from .config import Config, ShopConfig
@@ -29,12 +32,15 @@ from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilte
 from .http import HttpClient
 from .label.quality import page_words, ungrounded_fields
 from .download import download_image
-from .images import Encoding, ImageError, image_pool
+from .images import (NO_SPACE_ERRNOS, REASON_DISK_FULL, Encoding, ImageError, ImageWriteError, image_pool,
+                     write_failure)
 from .outputs import OutputPlan, find_duplicates, write_outputs
 from .page_pool import REASON_EXTRACTION_ERROR, PageJob, PagePool, process_page
 from .sitemap import robots_sitemaps, walk_sitemap
-from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store
+from .store import (REASON_OFF_DOMAIN, SITEMAP_TOO_DEEP, ImageTask, LabelTask, PageTask, SitemapTask, Store,
+                    StoreError, disk_full_message)
 from .urls import domain_allowed
+from .workers import REASON_WORKER_DIED, RestartingPool
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +51,7 @@ GRACE_SECONDS = 10.0
 PAGES_IN_FLIGHT = 2  # pages leased per connection allowed (see _run_stages)
 
 # Page outcomes that are item failures; the other outcomes are fine pages that are not products.
-PAGE_FAILURES = {"undecodable_page", REASON_EXTRACTION_ERROR}
+PAGE_FAILURES = {"undecodable_page", REASON_EXTRACTION_ERROR, REASON_WORKER_DIED}
 
 
 def ungrounded_rejection(answer: dict[str, str | None], label: str, data: list[str],
@@ -86,6 +92,7 @@ class Stage:
         # Set by anything that may make new work leasable: an item of ours or of an upstream
         # stage finishing, or an upstream stage finishing.
         self.wake = asyncio.Event()
+        self.error: UserError | None = None  # an item's error that stops the run; run() raises it
 
     def new_work(self) -> None:
         """Something may have added work for this stage."""
@@ -104,6 +111,9 @@ class Stage:
     async def _run_item(self, item: object) -> None:
         try:
             await self.work(item)
+        except UserError as e:  # the run cannot go on (a full disk, a store it cannot write)
+            self.error = self.error or e
+            self.wake.set()
         except Exception:  # noqa: BLE001 - the work functions record item errors; this is a bug
             log.exception("%s: unexpected error on %r", self.name, item)
 
@@ -139,6 +149,8 @@ class Stage:
         in_flight: set[asyncio.Task] = set()
         try:
             while True:
+                if self.error is not None:
+                    raise self.error
                 self.wake.clear()
                 # Read before leasing: if upstream had finished by now, this lease sees all it made.
                 upstream_done = all(s.finished.is_set() for s in self.upstream)
@@ -176,16 +188,19 @@ class Pipeline:
         self.tradenames = {s.name: compile_tradename(s.tradename_regex or None) for s in cfg.shops}
         self.http: HttpClient | None = None
         self.engine = None
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: RestartingPool | None = None  # the image transforms'
         self.page_pool: PagePool | None = None
         self.demo = None
         self.stages_running: list[Stage] = []
         self.pages_stage: Stage | None = None  # woken while sitemaps still download
         self.interrupted = False  # a signal asked us to stop before the work was done
+        self.fatal: UserError | None = None  # what stopped the run before its work was done
 
     # --- the run --------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Run the stages. Raises UserError if one of them cannot go on (the store is opened
+        by then, and holds the run folder's lock: nothing here races another run)."""
         released = self.store.release_leases()
         if released:
             log.info("resuming: %d leased items returned to pending", released)
@@ -207,20 +222,40 @@ class Pipeline:
                 raise
             # A second signal or the grace period ran out: leased work stays leased and
             # returns to pending at the next start.
+        except UserError as e:
+            self.fatal = e
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             if self.engine is not None:
-                await self.engine.close(drain=not self.interrupted)
+                await self.engine.close(drain=not (self.interrupted or self.fatal))
             if self.pool is not None:
                 self.pool.shutdown(cancel_futures=True)
             if self.page_pool is not None:
                 self.page_pool.shutdown()
             if self.demo is not None:
                 await self.demo.close()
+            if self.fatal is not None:
+                self._keep_what_was_done()
+            else:
+                if self.http is not None:
+                    self.store.add_host_stats(self.http.take_stats())
+                self.store.flush()
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _keep_what_was_done(self) -> None:
+        """After a stop for a UserError: commit what finished and return work in flight to
+        pending (the next start would too). If the store refuses even that (its disk is the
+        full one), the open group is dropped: those items are simply done again."""
+        try:
             if self.http is not None:
                 self.store.add_host_stats(self.http.take_stats())
             self.store.flush()
+            self.store.release_leases()
+            self.store.flush()
+        except StoreError:
+            self.store.abandon_group()
 
     def _on_signal(self, main: asyncio.Task) -> None:
         if self.interrupted:
@@ -238,7 +273,10 @@ class Pipeline:
         so these were never finished and nothing refers to them."""
         for folder in (self.cfg.run_dir, self.cfg.run_dir / "webdataset", *self.cfg.images_dir.glob("*/")):
             for stale in folder.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+                try:
+                    stale.unlink(missing_ok=True)
+                except OSError as e:  # a folder of that name, say: in nobody's way
+                    log.warning("cannot remove %s: %s", stale, e.strerror)
 
     async def _start_demo(self) -> None:
         demo = self.cfg.demo
@@ -282,7 +320,7 @@ class Pipeline:
             chain.append(Stage("label", lambda n: self.store.lease_for_labelling(n, cfg.llm.debug_fraction),
                                self._label_record, 2 * self.engine.capacity, upstream=chain[-1:]))
         if "images" in self.stages:
-            self.pool = image_pool(cfg.images.workers)
+            self.pool = RestartingPool(lambda: image_pool(cfg.images.workers))
             chain.append(Stage("images", self.store.lease_for_images, self._fetch_image,
                                cfg.http.concurrency, upstream=chain[-1:], host_limit=self._host_limit))
         if "label" in self.stages and "crawl" in self.stages:
@@ -290,12 +328,20 @@ class Pipeline:
             backlog = cfg.run.max_label_backlog
             chain[1].gate = lambda: self.store.count_records("to_label") < backlog
         self.stages_running = chain
+        stages = [asyncio.create_task(stage.run()) for stage in chain]
         timers = [asyncio.create_task(self._report_progress()), asyncio.create_task(self._commit_often())]
         try:
-            await asyncio.gather(*(stage.run() for stage in chain))
+            # Until every stage is done, or a stage or timer fails (a UserError stops them all).
+            waiting = {*stages, *timers}
+            while not all(task.done() for task in stages):
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None:
+                        raise task.exception()
         finally:
-            for timer in timers:
-                timer.cancel()
+            for task in stages + timers:
+                task.cancel()
+            await asyncio.gather(*stages, *timers, return_exceptions=True)
         if "dataset" in self.stages:
             self.write_dataset()
 
@@ -321,7 +367,11 @@ class Pipeline:
 
     async def _seed_sitemaps(self) -> None:
         for shop in self.shops.values():
-            found = list(shop.sitemap_urls)
+            # The shop file's own sitemaps are walked wherever they are; what robots.txt names
+            # must be on the shop's allowed_domains, like every sitemap and page found on the web.
+            self.store.add_sitemaps(shop.name, shop.sitemap_urls, self.crawl_pass,
+                                    max_sitemaps=self.cfg.http.max_sitemaps)
+            found = []
             for robots_url in shop.robots_urls:
                 try:
                     resp = await self.http.get(robots_url, max_bytes=500_000)
@@ -334,7 +384,23 @@ class Pipeline:
                     raise UserError(f"{shop.path}: key 'robots_urls': cannot fetch {robots_url} "
                                     f"({e.reason})") from None
                 found += robots_sitemaps(resp.body.decode("utf-8", "replace"))
-            self.store.add_sitemaps(shop.name, found, self.crawl_pass)
+            self._add_sitemaps(shop, found, depth=0)
+
+    def _add_sitemaps(self, shop: ShopConfig, urls: list[str], *, depth: int) -> None:
+        """Sitemaps found on the web (robots.txt lines, index children) at ``depth``: those off
+        the shop's allowed_domains or deeper than http.max_sitemap_depth are recorded as failed
+        with the reason, the store refuses those over http.max_sitemaps, the rest are walked."""
+        http = self.cfg.http
+        walk, refused = [], []
+        for url in urls:
+            if not domain_allowed(url, shop.allowed_domains):
+                refused.append((url, REASON_OFF_DOMAIN))
+            elif depth > http.max_sitemap_depth:
+                refused.append((url, SITEMAP_TOO_DEEP))
+            else:
+                walk.append(url)
+        self.store.add_sitemaps(shop.name, walk, self.crawl_pass, depth=depth, max_sitemaps=http.max_sitemaps,
+                                refused=refused)
 
     def _headers(self, shop: ShopConfig) -> dict[str, str]:
         return {"Accept-Language": shop.accept_language}
@@ -350,7 +416,8 @@ class Pipeline:
                 pages = [(e.loc, e.lastmod) for e in batch
                          if e.kind == "url" and shop.page_action(e.loc) == "product"
                          and domain_allowed(e.loc, shop.allowed_domains)]
-                self.store.add_sitemaps(shop_name, children, self.crawl_pass)
+                if children:
+                    self._add_sitemaps(shop, children, depth=task.depth + 1)
                 if self.store.add_pages(shop_name, pages):
                     self.pages_stage.new_work()  # crawl pages while the sitemap still downloads
                 found += len(batch)
@@ -366,6 +433,9 @@ class Pipeline:
                                        headers=self._headers(shop), check_robots=shop.obey_robots)
         except ItemError as e:
             self.store.finish_page(task.url, failed=e.reason)
+            return
+        if not domain_allowed(resp.final_url, shop.allowed_domains):  # redirected off the shop
+            self.store.finish_page(task.url, failed=REASON_OFF_DOMAIN)
             return
         if resp.status != 200:
             self.store.finish_page(task.url, failed=f"http_{resp.status}")
@@ -387,7 +457,10 @@ class Pipeline:
             cleaned=found.cleaned, reject_reason=found.reject_reason,
         )
         if stale_image:  # the record is labelled again and may get another folder
-            safe_join(self.cfg.images_dir, stale_image).unlink(missing_ok=True)
+            try:
+                safe_join(self.cfg.images_dir, stale_image).unlink(missing_ok=True)
+            except (OSError, ValueError) as e:  # left behind: not in the dataset, harmless
+                log.warning("cannot remove the outdated image %s: %s", stale_image, e)
 
     # --- label ----------------------------------------------------------------------------
 
@@ -422,12 +495,17 @@ class Pipeline:
         file = image_path(task.folder, task.id, encoding.ending)
         try:
             target = safe_join(cfg.images_dir, file)
+            # SPEC 6: an existing file is kept (it was written whole: files are renamed into
+            # place), once its hashes are known; a run killed between writing and committing
+            # fetches it again.
+            keep = target.exists() and task.hashed and not self.replace_images
         except ValueError:
             self.store.commit_image(task.id, fail="unsafe_path")
             return
-        # SPEC 6: an existing file is kept (it was written whole: files are renamed into place),
-        # once its hashes are known; a run killed between writing and committing fetches it again.
-        if target.exists() and task.hashed and not self.replace_images:
+        except OSError as e:  # a name too long, a folder we may not read
+            self._image_write_failed(task, write_failure(e), e.strerror)
+            return
+        if keep:
             self.store.commit_image(task.id, file=file)
             return
         try:
@@ -435,10 +513,20 @@ class Pipeline:
                                           height=img.height, max_pixels=img.max_pixels, encoding=encoding,
                                           max_bytes=cfg.http.max_image_bytes,
                                           check_robots=self.shops[task.shop].obey_robots)
-        except (ItemError, ImageError) as e:
+        except ImageWriteError as e:
+            self._image_write_failed(task, e.reason, e.detail)
+            return
+        except (ItemError, ImageError) as e:  # worker_died among them
             self.store.commit_image(task.id, fail=e.reason)
             return
         self.store.commit_image(task.id, file=file, sha256=result.sha256, phash=result.phash)
+
+    def _image_write_failed(self, task: ImageTask, reason: str, detail: str) -> None:
+        """A record whose image cannot be written fails with the reason; a full disk stops the
+        run instead, leaving the record to do (the next run with room writes it)."""
+        if reason == REASON_DISK_FULL:
+            raise UserError(disk_full_message(self.cfg.images_dir, detail))
+        self.store.commit_image(task.id, fail=reason)
 
     # --- dataset --------------------------------------------------------------------------
 
@@ -447,7 +535,12 @@ class Pipeline:
         dups = find_duplicates(self.store.done_records(), cfg.images.near_duplicate_bits)
         plan = OutputPlan(cfg.output.formats, cfg.run_dir, cfg.dataset_path, cfg.images_dir,
                           cfg.output.shard_size, cfg.images.duplicates)
-        count = write_outputs(plan, self.store.done_records, dups)
+        try:
+            count = write_outputs(plan, self.store.done_records, dups)
+        except OSError as e:  # the store keeps everything: the next run writes them again
+            if e.errno in NO_SPACE_ERRNOS:
+                raise UserError(disk_full_message(cfg.run_dir, e.strerror)) from None
+            raise UserError(f"{e.filename or cfg.run_dir}: cannot write the dataset ({e.strerror})") from None
         for name, value in (("dataset_entries", count), ("exact_duplicates", dups.exact),
                             ("near_duplicates", dups.near)):
             self.store.set_counter(name, value)

@@ -7,11 +7,18 @@ work goes back to pending, so a kill at any moment loses only the work that was 
 Record states, in pipeline order:
     to_label -> labelling -> to_image -> imaging -> done
     rejected (by a filter or assemble, with its reason) / failed (an item error, with its reason)
+
+A store opened for writing holds the run folder's lock (run.lock) until it is closed, so two
+runs never work on one folder; readers (`status`, `stats`) need no lock. A store that cannot be
+written (another program holds SQLite's lock, the disk is full) raises StoreError, a UserError:
+the run stops with one line, and what was committed stays.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -38,6 +45,9 @@ CREATE TABLE IF NOT EXISTS sitemaps (
     pass INTEGER NOT NULL DEFAULT 0,  -- the crawl pass that walked it; a new pass walks it again
     updated REAL
 );
+-- Columns added to sitemaps since: SITEMAP_COLUMNS_ADDED. Sitemaps of one shop in one pass are
+-- counted against http.max_sitemaps.
+CREATE INDEX IF NOT EXISTS sitemaps_shop_pass ON sitemaps(shop, pass);
 CREATE TABLE IF NOT EXISTS pages (
     url TEXT PRIMARY KEY,
     shop TEXT NOT NULL,
@@ -96,6 +106,22 @@ RECORD_COLUMNS_ADDED = {
     "image_sha256": "TEXT",  # SHA-256 of the downloaded bytes: exact duplicates
     "image_phash": "TEXT",  # perceptual hash of the picture: near duplicates
 }
+# The same for sitemaps.
+SITEMAP_COLUMNS_ADDED = {
+    # Index levels below the sitemaps the shop file or robots.txt names (those are 0).
+    "depth": "INTEGER NOT NULL DEFAULT 0",
+}
+
+# Why a sitemap found in an index (or a robots.txt) is not walked; such rows are failed with it.
+REASON_OFF_DOMAIN = "off_domain"  # a sitemap or page whose host is not on the shop's allowed_domains
+SITEMAP_TOO_DEEP = "too_deep"  # more index levels down than http.max_sitemap_depth
+SITEMAP_TOO_MANY = "too_many_sitemaps"  # the shop has http.max_sitemaps in this pass already
+SITEMAP_REFUSALS = (REASON_OFF_DOMAIN, SITEMAP_TOO_DEEP, SITEMAP_TOO_MANY)
+# Refused sitemaps beyond as many rows as max_sitemaps (per shop and pass) are only counted here:
+# a generated index of millions of children must not fill the store with refusals either.
+COUNTER_SITEMAPS_UNRECORDED = "sitemaps_refused_unrecorded"
+
+LOCK_NAME = "run.lock"  # beside state.sqlite; holds "pid N, started TIME" of the run using it
 
 # Label failures that say nothing about the record (label/openai_backend.py: every retry to the
 # labelling servers failed): the next run labels such records again.
@@ -115,6 +141,7 @@ class SitemapTask:
     url: str
     shop: str
     host: str
+    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,6 +167,17 @@ class ImageTask:
     image_url: str
     folder: str
     hashed: bool  # an image was written for it before, with its hashes
+
+
+BUSY_SECONDS = 10.0  # how long a write waits for another connection's lock before StoreError
+
+
+def _unwritable(e: sqlite3.OperationalError) -> bool:
+    """Whether an error says the store cannot be written now (locked, disk full, I/O), rather
+    than that our SQL is wrong."""
+    text = str(e).lower()
+    return any(word in text for word in ("locked", "busy", "full", "disk i/o", "readonly", "read-only",
+                                         "unable to open"))
 
 
 def _not_in(column: str, values: Collection[str]) -> str:
@@ -171,44 +209,132 @@ def sample_of(record_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+class StoreError(UserError):
+    """The store cannot be written: another program holds SQLite's lock, the disk is full, or
+    the file system fails. Stops the run with one line; committed work stays committed."""
+
+
+def disk_full_message(folder: Path, detail: str) -> str:
+    """The one line for a run stopped by a full disk (the store's, or an image's)."""
+    return (f"{folder}: disk full ({detail}); what was done so far is kept: free some space and run "
+            "the same command again")
+
+
 class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
+        self._lock = None  # the run folder's lock file, while open for writing
+        if not readonly:
+            self._lock_folder()
         try:
             self._open(readonly)
         except sqlite3.DatabaseError as e:  # not a database, truncated, locked, unreadable
             db = getattr(self, "db", None)
             if db is not None:
                 db.close()
-            hint = "another process holds it" if "locked" in str(e) else "move it away to start the run afresh"
-            raise UserError(f"{self.path}: cannot use the run's state store ({e}; {hint})") from None
+            self._unlock()
+            if isinstance(e, sqlite3.OperationalError) and _unwritable(e):
+                raise self._unwritable_error(e) from None
+            raise UserError(f"{self.path}: cannot use the run's state store ({e}; move it away to "
+                            "start the run afresh)") from None
+
+    def _lock_folder(self) -> None:
+        """Take the run folder's lock, or say who has it. flock dies with its process (and the
+        file object with the Store), so a killed run never leaves the folder locked."""
+        lock_path = self.path.parent / LOCK_NAME
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(lock_path, "a+b")  # noqa: SIM115 - held until close()
+        except OSError as e:  # a file where the folder should be, no permission, no space
+            raise UserError(f"{lock_path}: cannot open the run folder's lock ({e.strerror})") from None
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(lock.fileno(), 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
+            lock.close()
+            raise UserError(f"{self.path.parent}: another ilid-async run ({holder}) is using this run "
+                            "folder; wait for it to end or stop it") from None
+        try:
+            lock.truncate(0)
+            started = datetime.now().astimezone().isoformat(timespec="seconds")
+            lock.write(f"pid {os.getpid()}, started {started}\n".encode())
+            lock.flush()
+        except OSError:
+            pass  # the lock holds without its text; a second run then says "pid unknown"
+        self._lock = lock
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     def _open(self, readonly: bool) -> None:
+        # The busy timeout from the start: opening an older store alters its tables.
         if readonly:
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                      timeout=BUSY_SECONDS)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_SECONDS)
             # WAL lets `status` read while a run writes; NORMAL is durable across a process kill
             # (only a power cut can lose the last commits, which are then redone).
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
-            have = {row[1] for row in self.db.execute("PRAGMA table_info(records)")}
-            for column, kind in RECORD_COLUMNS_ADDED.items():
-                if column not in have:
-                    self.db.execute(f"ALTER TABLE records ADD COLUMN {column} {kind}")
+            for table, added in (("records", RECORD_COLUMNS_ADDED), ("sitemaps", SITEMAP_COLUMNS_ADDED)):
+                have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                for column, kind in added.items():
+                    if column not in have:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: a database?
         self._hosts_seen: dict[str, set[str]] = {}  # per table, hosts met while leasing
-        self.db.execute("PRAGMA busy_timeout=10000")
         # Group commit (see group_commits): items per group, seconds a group may stay open.
         self._group_limits: tuple[int, float] | None = None
         self._group_items = 0
         self._group_started = 0.0
 
+    def _unwritable_error(self, e: sqlite3.Error) -> StoreError:
+        """The one line for a store that cannot be written."""
+        text = str(e)
+        if "full" in text:
+            return StoreError(disk_full_message(self.path.parent, f"{self.path.name}: {text}"))
+        if "locked" in text or "busy" in text:
+            return StoreError(f"{self.path}: the run's state store is locked by another program ({text}); "
+                              "stop that program and run the same command again")
+        return StoreError(f"{self.path}: cannot write the run's state store ({text})")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """SQLite errors that are the disk's or another program's, not ours, as StoreError."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if not _unwritable(e):
+                raise
+            raise self._unwritable_error(e) from None
+
+    def _rollback_quietly(self) -> None:
+        """End a transaction that a failed write may have ended already (SQLite rolls back on
+        some errors, a full disk among them)."""
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
     def close(self) -> None:
-        self.flush()
-        self.db.close()
+        """Commit the open group and close; the run folder's lock goes with the connection."""
+        try:
+            self.flush()
+        finally:
+            self._rollback_quietly()  # only left open if that commit failed
+            self.db.close()
+            self._unlock()
+
+    def abandon_group(self) -> None:
+        """Drop the open group after a write failed (its items' leases go with it, so that work
+        is pending again; see group_commits)."""
+        self._rollback_quietly()
+        self._group_items = 0
 
     def group_commits(self, max_items: int = 256, max_seconds: float = 0.05) -> None:
         """Commit item transactions in groups rather than one by one.
@@ -225,7 +351,8 @@ class Store:
     def flush(self) -> None:
         """Commit the open group, if any."""
         if self.db.in_transaction:
-            self.db.execute("COMMIT")
+            with self._writing():
+                self.db.execute("COMMIT")
         self._group_items = 0
 
     def flush_if_due(self) -> None:
@@ -235,26 +362,42 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One item's writes, all or nothing. Raises StoreError if the store cannot be written
+        (the item's work is then not committed)."""
         if self._group_limits is None:
-            self.db.execute("BEGIN IMMEDIATE")
+            with self._writing():
+                self.db.execute("BEGIN IMMEDIATE")
             try:
-                yield self.db
+                with self._writing():
+                    yield self.db
             except BaseException:
-                self.db.execute("ROLLBACK")
+                self._rollback_quietly()
                 raise
-            self.db.execute("COMMIT")
+            try:
+                with self._writing():
+                    self.db.execute("COMMIT")
+            except StoreError:
+                self._rollback_quietly()
+                raise
             return
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._group_started = time.monotonic()
-        self.db.execute("SAVEPOINT item")
+        with self._writing():
+            if not self.db.in_transaction:
+                self.db.execute("BEGIN IMMEDIATE")
+                self._group_started = time.monotonic()
+            self.db.execute("SAVEPOINT item")
         try:
-            yield self.db
+            with self._writing():
+                yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK TO item")
-            self.db.execute("RELEASE item")
+            if self.db.in_transaction:  # a failed write may have rolled back the whole group
+                try:
+                    self.db.execute("ROLLBACK TO item")
+                    self.db.execute("RELEASE item")
+                except sqlite3.Error:
+                    self._rollback_quietly()
             raise
-        self.db.execute("RELEASE item")
+        with self._writing():
+            self.db.execute("RELEASE item")
         self._group_items += 1
         max_items, max_seconds = self._group_limits
         if self._group_items >= max_items or time.monotonic() - self._group_started >= max_seconds:
@@ -334,22 +477,73 @@ class Store:
                     db.execute("UPDATE pages SET state='pending' WHERE state IN ('done','failed')")
         return current
 
-    def add_sitemaps(self, shop: str, urls: Iterable[str], crawl_pass: int = 0) -> int:
-        """New sitemaps, and known ones last walked in an earlier pass, become pending."""
+    def add_sitemaps(self, shop: str, urls: Iterable[str], crawl_pass: int = 0, *, depth: int = 0,
+                     max_sitemaps: int | None = None, refused: Iterable[tuple[str, str]] = ()) -> int:
+        """Sitemaps to walk, found at ``depth`` (0: named by the shop file or its robots.txt).
+        New ones, and known ones last walked in an earlier pass, become pending, while the shop
+        has fewer than ``max_sitemaps`` in this pass; the rest are refused as too_many_sitemaps.
+        ``refused`` (url, reason) pairs are sitemaps not to walk. A refused sitemap is a failed
+        row with its reason, up to ``max_sitemaps`` such rows per shop and pass; beyond that it
+        is only counted (COUNTER_SITEMAPS_UNRECORDED). Returns how many became pending."""
+        refusals = list(refused)
+        now = time.time()
         with self.transaction() as db:
-            cur = db.executemany(
-                "INSERT INTO sitemaps(url, shop, host, state, pass, updated) VALUES (?, ?, ?, 'pending', ?, ?) "
-                "ON CONFLICT(url) DO UPDATE SET state='pending', reason=NULL, pass=excluded.pass "
-                "WHERE sitemaps.pass < excluded.pass AND sitemaps.state IN ('done', 'failed')",
-                [(u, shop, host_of(u), crawl_pass, time.time()) for u in urls],
-            )
-            return cur.rowcount
+            walked, refused_rows = self._sitemaps_in_pass(shop, crawl_pass)
+            room = float("inf") if max_sitemaps is None else max_sitemaps - walked
+            added = 0
+            for url in urls:
+                if room <= 0:
+                    refusals.append((url, SITEMAP_TOO_MANY))
+                    continue
+                cur = db.execute(
+                    "INSERT INTO sitemaps(url, shop, host, state, pass, depth, updated) "
+                    "VALUES (?, ?, ?, 'pending', ?, ?, ?) "
+                    "ON CONFLICT(url) DO UPDATE SET state='pending', reason=NULL, pass=excluded.pass, "
+                    "depth=excluded.depth "
+                    "WHERE sitemaps.pass < excluded.pass AND sitemaps.state IN ('done', 'failed') "
+                    # found too deep before, now by a shorter path
+                    "OR sitemaps.reason=? AND sitemaps.pass = excluded.pass AND sitemaps.depth > excluded.depth",
+                    (url, shop, host_of(url), crawl_pass, depth, now, SITEMAP_TOO_DEEP),
+                )
+                added += cur.rowcount
+                room -= cur.rowcount  # a sitemap met before in this pass takes no room
+            rows_left = float("inf") if max_sitemaps is None else max_sitemaps - refused_rows
+            unrecorded = 0
+            for url, reason in refusals:
+                if rows_left <= 0:
+                    # Counted once: a sitemap met before in this pass is not new.
+                    unrecorded += db.execute("SELECT 1 FROM sitemaps WHERE url=? AND pass=?",
+                                             (url, crawl_pass)).fetchone() is None
+                    continue
+                cur = db.execute(
+                    "INSERT INTO sitemaps(url, shop, host, state, reason, pass, depth, updated) "
+                    "VALUES (?, ?, ?, 'failed', ?, ?, ?, ?) "
+                    "ON CONFLICT(url) DO UPDATE SET state='failed', reason=excluded.reason, "
+                    "pass=excluded.pass, depth=excluded.depth, urls_found=0, updated=excluded.updated "
+                    "WHERE sitemaps.pass < excluded.pass AND sitemaps.state IN ('done', 'failed')",
+                    (url, shop, host_of(url), reason, crawl_pass, depth, now),
+                )
+                rows_left -= cur.rowcount
+            if unrecorded:
+                db.execute("INSERT INTO counters(name, value) VALUES (?, ?) "
+                           "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                           (COUNTER_SITEMAPS_UNRECORDED, unrecorded))
+        return added
+
+    def _sitemaps_in_pass(self, shop: str, crawl_pass: int) -> tuple[int, int]:
+        """(sitemaps walked or to walk, sitemaps refused) of a shop in a crawl pass."""
+        marks = ",".join("?" * len(SITEMAP_REFUSALS))
+        total, refused = self.db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(state='failed' AND reason IN ({marks})), 0) FROM sitemaps "
+            "WHERE shop=? AND pass=?", (*SITEMAP_REFUSALS, shop, crawl_pass)).fetchone()
+        return total - refused, refused
 
     def has_sitemaps(self, shop: str) -> bool:
         return self.db.execute("SELECT 1 FROM sitemaps WHERE shop=? LIMIT 1", (shop,)).fetchone() is not None
 
     def lease_sitemaps(self, limit: int, room: HostRoom = None) -> list[SitemapTask]:
-        rows = self._lease("sitemaps", "url", "url, shop, host", "host", ("pending", "leased"), limit, room)
+        rows = self._lease("sitemaps", "url", "url, shop, host, depth", "host", ("pending", "leased"), limit,
+                           room)
         return [SitemapTask(*r) for r in rows]
 
     def finish_sitemap(self, url: str, *, reason: str | None = None, urls_found: int = 0) -> None:

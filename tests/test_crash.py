@@ -192,3 +192,91 @@ def test_sigkill_at_every_stage_then_resume_keeps_every_record_and_committed_lab
     assert all(images[i] == ref_images[i] for i in images.keys() & ref_images.keys())
     assert images.keys() & ref_images.keys()  # the two runs share images to compare
     assert leftovers == []  # no half-written file
+
+
+# --- a dead worker (issue 13 item 12) ---------------------------------------------------------
+
+def pool_workers(pid: int) -> list[int]:
+    """The run's pool worker processes (spawned; not multiprocessing's resource tracker)."""
+    found = []
+    for child in children_of(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            pass
+    return found
+
+
+def run_and_kill_a_worker(config: Path, stages: str, ready) -> subprocess.CompletedProcess:
+    """Start the command, SIGKILL one pool worker once ``ready(counts)``, as the kernel's OOM
+    killer would, and wait for the command to end."""
+    proc = subprocess.Popen([sys.executable, "-m", "ilid_async", "run", str(config), "--stages", stages],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = config.parent / "run" / "state.sqlite"
+    try:
+        deadline = time.monotonic() + 120
+        while not ready(counts(db)) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        workers = pool_workers(proc.pid)
+        assert proc.poll() is None and workers, "the run ended before a worker could be killed"
+        os.kill(workers[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=180)  # a run that waits for the dead worker hangs
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def page_and_record_states(run: Path) -> tuple[dict, dict]:
+    db = sqlite3.connect(run / "state.sqlite")
+    try:
+        return (dict(db.execute("SELECT state || ' ' || COALESCE(reason, ''), COUNT(*) FROM pages GROUP BY 1")),
+                dict(db.execute("SELECT state || ' ' || COALESCE(reason, ''), COUNT(*) FROM records GROUP BY 1")))
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def shop120():
+    server = ShopServer(TestShop(products=many_products(120))).start()
+    yield server
+    server.stop()
+
+
+def test_a_page_worker_killed_mid_crawl_costs_no_page(shop120, tmp_path):
+    config = write_config(tmp_path, shop120.shop_toml(), run='extract_workers = 2',
+                          http="per_host_rate = 30\nper_host_concurrency = 4")
+    result = run_and_kill_a_worker(config, "crawl", lambda c: c.get("pages_done", 0) >= 10)
+    assert result.returncode == 0, result.stderr
+    pages, records = page_and_record_states(tmp_path / "run")
+    # Every page was extracted, those in the dead worker's pool again: none failed or leased.
+    assert pages == {"done record": 120} and records == {"to_label ": 120}
+
+
+def label_by_hand(db_path: Path) -> None:
+    from ilid_async.store import Store
+
+    store = Store(db_path)
+    try:
+        for task in store.lease_for_labelling(1000):
+            labels = {"label_short": "machine part", "label_long": "machine part for machines",
+                      "description": "A part.", "material": "steel", "material_finish": None}
+            store.commit_labels(task.id, answer=labels, labels=labels, folder="machine_part")
+    finally:
+        store.close()
+
+
+def test_an_image_worker_killed_mid_stage_costs_no_image(shop120, tmp_path):
+    config = write_config(tmp_path, shop120.shop_toml(), http="per_host_rate = 30\nper_host_concurrency = 4",
+                          images="workers = 2\nwidth = 128\nheight = 128")
+    crawl = subprocess.run([sys.executable, "-m", "ilid_async", "run", str(config), "--stages", "crawl"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert crawl.returncode == 0, crawl.stderr
+    label_by_hand(tmp_path / "run" / "state.sqlite")
+    result = run_and_kill_a_worker(config, "images", lambda c: c.get("images_done", 0) >= 10)
+    assert result.returncode == 0, result.stderr
+    _, records = page_and_record_states(tmp_path / "run")
+    assert records == {"done ": 120}
+    assert len(list((tmp_path / "run" / "images" / "machine_part").glob("*.png"))) == 120

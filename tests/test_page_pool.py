@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 from ilid_async.config import Selectors, ShopConfig
 from ilid_async.dataset import stable_id
@@ -54,5 +56,56 @@ async def test_the_pool_matches_inline_extraction_for_many_pages_at_once():
         assert broken == NotExtracted("extraction_error")
         # The pool still works after a page failed.
         assert await pool.process(batch[0]) == results[0]
+    finally:
+        pool.shutdown()
+
+
+# --- dead workers -----------------------------------------------------------------------------
+
+def _kill_this_process():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Poison(bytes):
+    """Page bytes that kill the worker process that receives them: unpickling them there calls
+    _kill_this_process, as a parser crash or the kernel's OOM killer would end it."""
+
+    def __reduce__(self):
+        return _kill_this_process, ()
+
+
+async def test_a_page_that_kills_its_worker_fails_alone_and_the_others_are_extracted():
+    pool = PagePool({"testshop": SHOP}, workers=2)
+    try:
+        batch = jobs(40)
+        poison = PageJob("testshop", "http://127.0.0.1:9/p/poison", Poison(b"<html>"), None)
+        pages = batch[:20] + [poison] + batch[20:]
+        results = await asyncio.wait_for(asyncio.gather(*(pool.process(job) for job in pages)), 120)
+        tradename = compile_tradename(SHOP.tradename_regex)
+        assert results[20] == NotExtracted("worker_died")
+        assert results[:20] + results[21:] == [process_page(SHOP, tradename, job) for job in batch]
+        assert pool.pool.restarts >= 1
+        # The rebuilt pool goes on working.
+        assert await pool.process(batch[0]) == results[0]
+    finally:
+        pool.shutdown()
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+async def test_restarting_pool_retries_calls_caught_in_a_dead_pool_and_fails_the_poison():
+    from ilid_async.workers import RestartingPool, WorkerDied, worker_pool
+
+    pool = RestartingPool(lambda: worker_pool(2))
+    loop = asyncio.get_running_loop()
+    try:
+        calls = [loop.run_in_executor(pool, _double, i) for i in range(30)]
+        calls.insert(10, loop.run_in_executor(pool, _kill_this_process))
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 120)
+        assert isinstance(results.pop(10), WorkerDied)
+        assert results == [2 * i for i in range(30)]
+        assert await loop.run_in_executor(pool, _double, 21) == 42
     finally:
         pool.shutdown()

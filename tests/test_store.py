@@ -159,3 +159,108 @@ def test_status_of_a_corrupt_store_is_one_line_exit_2(tmp_path):
         result = run_cli(command, str(config), timeout=120)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and "state.sqlite" in lines[0], result.stderr
+
+
+def test_an_older_store_gains_the_sitemap_depth_and_children_count_against_the_caps(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "state.sqlite"
+    old = sqlite3.connect(path)  # the sitemaps table as the first release made it
+    old.execute("CREATE TABLE sitemaps (url TEXT PRIMARY KEY, shop TEXT NOT NULL, host TEXT NOT NULL, "
+                "state TEXT NOT NULL, reason TEXT, urls_found INTEGER NOT NULL DEFAULT 0, "
+                "pass INTEGER NOT NULL DEFAULT 0, updated REAL)")
+    old.execute("INSERT INTO sitemaps VALUES ('http://a.test/s.xml', 'shop', 'a.test', 'pending', NULL, 0, 0, 0)")
+    old.commit()
+    old.close()
+    store = Store(path)
+    try:
+        (seed,) = store.lease_sitemaps(10)
+        assert seed.depth == 0
+        # Two of five children fit under max_sitemaps = 3 (the seed is one); as many refusals as
+        # that get rows (the children met before in this pass take no room and are no refusal).
+        children = [f"http://a.test/c{i}.xml" for i in range(5)]
+        assert store.add_sitemaps("shop", children, 0, depth=1, max_sitemaps=3,
+                                  refused=[("http://b.test/x.xml", "off_domain")]) == 2
+        assert store.add_sitemaps("shop", children[:2], 0, depth=1, max_sitemaps=3) == 0
+        rows = dict(((u, (s, r, d)) for u, s, r, d in store.db.execute(
+            "SELECT url, state, reason, depth FROM sitemaps WHERE url <> ?", (seed.url,))))
+        assert rows == {children[0]: ("pending", None, 1), children[1]: ("pending", None, 1),
+                        "http://b.test/x.xml": ("failed", "off_domain", 1),
+                        children[2]: ("failed", "too_many_sitemaps", 1),
+                        children[3]: ("failed", "too_many_sitemaps", 1)}
+        assert store.counters() == {"sitemaps_refused_unrecorded": 1}  # children[4]
+        assert [t.depth for t in store.lease_sitemaps(10)] == [1, 1]
+    finally:
+        store.close()
+
+
+HOLD_EXCLUSIVE = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_store_another_program_keeps_locked_is_one_line_exit_2_and_status_still_reads(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import run_cli, write_config
+
+    config = write_config(tmp_path, "source = 'x'\nsitemap_urls = ['http://127.0.0.1:9/s.xml']\n")
+    path = tmp_path / "run" / "state.sqlite"
+    store = Store(path)
+    store.add_pages("x", [("http://127.0.0.1:9/p/1", None)])
+    store.close()
+    (tmp_path / "run" / "ilid.json").write_text("[]")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_EXCLUSIVE, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_cli("run", str(config), timeout=120)  # waits out SQLite's busy timeout first
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0] == (f"error: {path}: the run's state store is locked by another program (database is "
+                            "locked); stop that program and run the same command again")
+        for command in ("status", "stats"):
+            reader = run_cli(command, str(config), timeout=120)
+            assert reader.returncode == 0, reader.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait()
+
+
+@pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
+def test_a_full_disk_under_the_store_stops_the_crawl_with_one_line_and_the_next_run_completes(tmp_path, how):
+    import sqlite3
+    import subprocess
+    import sys
+
+    from conftest import REPO, run_cli, write_config
+    from faulty_shop import full_disk
+    from shop import ShopServer, TestShop, many_products
+
+    server = ShopServer(TestShop(products=many_products(300))).start()
+    try:
+        config = write_config(tmp_path, server.shop_toml(), http="per_host_rate = 0")
+        run = tmp_path / "run"
+        with full_disk(run, how, 256_000) as (limit, make_room):
+            stopped = subprocess.run([sys.executable, "-m", "ilid_async", "run", str(config), "--stages", "crawl"],
+                                     cwd=REPO, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+            lines = [line for line in stopped.stderr.splitlines() if not line.startswith("progress ")]
+            assert stopped.returncode == 2 and len(lines) == 1, stopped.stderr
+            assert lines[0].startswith("error: ") and "state.sqlite" in lines[0], lines[0]
+            make_room()
+            again = run_cli("run", str(config), "--stages", "crawl", timeout=300)
+            assert again.returncode == 0, again.stderr
+            db = sqlite3.connect(run / "state.sqlite")
+            try:
+                pages = dict(db.execute("SELECT state || ' ' || COALESCE(reason, ''), COUNT(*) FROM pages GROUP BY 1"))
+                records = db.execute("SELECT COUNT(*), COUNT(DISTINCT page_url) FROM records").fetchone()
+            finally:
+                db.close()
+            assert pages == {"done record": 300} and records == (300, 300)
+    finally:
+        server.stop()
