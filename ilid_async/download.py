@@ -14,7 +14,8 @@ from .config import HttpSettings
 from .dataset import read_dataset, safe_join, write_json_atomic
 from .errors import ItemError, UserError
 from .http import HttpClient
-from .images import Encoding, ImageError, ImageResult, image_pool, transform_image
+from .images import REASON_DISK_FULL, Encoding, ImageError, ImageResult, image_pool, transform_image
+from .workers import RestartingPool
 
 # Most file systems cap one name at 255 bytes, and an image is written through a temp file
 # ".<name>.XXXXXXXX.tmp" beside it (images._write_atomic): a longer name fails only its entry.
@@ -72,8 +73,9 @@ async def download_dataset(
     report = DownloadReport(total=len(entries))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    pool = image_pool(workers)
+    pool = RestartingPool(lambda: image_pool(workers))  # a dead worker costs no image
     slots = asyncio.Semaphore(settings.concurrency)
+    disk_full: list[str] = []  # set: no new entry starts, and the command stops with one line
 
     async def one(entry: dict) -> None:
         image = str(entry.get("image", ""))
@@ -90,10 +92,15 @@ async def download_dataset(
                 report.skipped_existing += 1
                 return
             async with slots:
+                if disk_full:
+                    return
                 await download_image(http, pool, str(entry.get("url", "")), target, width=width,
                                      height=height, max_pixels=max_pixels, encoding=encoding,
                                      max_bytes=settings.max_image_bytes)
         except (ItemError, ImageError) as e:
+            if e.reason == REASON_DISK_FULL:  # the disk's fault, not the entry's: not counted
+                disk_full.append(e.detail)
+                return
             report.fail(e.reason)
             return
         except OSError as e:  # a file system with a shorter limit than the check above knows
@@ -108,6 +115,11 @@ async def download_dataset(
             await asyncio.gather(*(one(e) for e in entries))
     finally:
         pool.shutdown(cancel_futures=True)
+    if disk_full:
+        # The images written so far are whole (written to a temporary name, then renamed) and
+        # are kept by the next run of the same command; the dataset file is left as it was.
+        raise UserError(f"{folder}: disk full ({disk_full[0]}); the images written so far are kept, "
+                        "run the command again when there is room")
 
     # SPEC 6: the entries whose image exists, to a second file or over the input file.
     def has_image(entry: dict) -> bool:

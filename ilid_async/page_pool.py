@@ -9,19 +9,25 @@ BATCH_MAX): no page waits for a timer, and a fast crawl pays the hand-over once 
 A worker that dies (the kernel's OOM killer, a crash in the parser) costs no page: the pool is
 rebuilt and the batch's pages go again one by one (workers.RestartingPool), so a page that
 kills its worker every time ends alone as ``worker_died``.
+
+The extraction budget (extract.PAGE_TIME_BUDGET) is checked between steps, but one call into the
+HTML parser cannot be interrupted, and crafted markup under 1 MB can keep lexbor busy for minutes.
+So a worker also has a CPU-time limit per page (PAGE_CPU_LIMIT): past it the kernel ends the
+worker (SIGVTALRM), and the page goes the dead-worker way above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from .config import ShopConfig
 from .dataset import stable_id
-from .extract import NotExtracted, extract_product
+from .extract import PAGE_TIME_BUDGET, NotExtracted, extract_product
 from .filters import Rejected, compile_tradename, prefilter_record
 from .workers import REASON_WORKER_DIED, RestartingPool, WorkerDied, worker_pool
 
@@ -30,6 +36,9 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 64
 # A page whose extraction raised (a bug, or a page that trips the parser): recorded, not fatal.
 REASON_EXTRACTION_ERROR = "extraction_error"
+# CPU seconds one page may take in a worker before the kernel ends it: well past the budget
+# that the extraction checks itself, so only a page stuck in one C call meets it.
+PAGE_CPU_LIMIT = 4 * PAGE_TIME_BUDGET
 
 
 @dataclass(frozen=True)
@@ -73,20 +82,27 @@ def process_page(shop: ShopConfig, tradename, job: PageJob) -> PageRecord | NotE
 # --- the worker side --------------------------------------------------------------------------
 
 _shops: dict[str, tuple[ShopConfig, object]] = {}
+_cpu_limit = [PAGE_CPU_LIMIT]
 
 
-def _init_shops(shops: dict[str, ShopConfig]) -> None:
+def _init_shops(shops: dict[str, ShopConfig], cpu_limit: float = PAGE_CPU_LIMIT) -> None:
     _shops.update({name: (shop, compile_tradename(shop.tradename_regex or None))
                    for name, shop in shops.items()})
+    _cpu_limit[0] = cpu_limit
 
 
 def _process_batch(jobs: Sequence[PageJob]) -> list[PageRecord | NotExtracted]:
     results: list[PageRecord | NotExtracted] = []
     for job in jobs:
+        # ITIMER_VIRTUAL counts this process's CPU time, and SIGVTALRM's default action ends the
+        # process: the only way out of a C call that Python cannot interrupt.
+        signal.setitimer(signal.ITIMER_VIRTUAL, _cpu_limit[0])
         try:
             results.append(process_page(*_shops[job.shop], job))
         except Exception:  # noqa: BLE001 - one page never fails the batch
             results.append(NotExtracted(REASON_EXTRACTION_ERROR))
+        finally:
+            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
     return results
 
 
@@ -95,8 +111,8 @@ def _process_batch(jobs: Sequence[PageJob]) -> list[PageRecord | NotExtracted]:
 class PagePool:
     """Hands fetched pages to worker processes in batches; ``await process(job)``."""
 
-    def __init__(self, shops: dict[str, ShopConfig], workers: int):
-        self.pool = RestartingPool(lambda: worker_pool(workers, _init_shops, (shops,)))
+    def __init__(self, shops: dict[str, ShopConfig], workers: int, cpu_limit: float = PAGE_CPU_LIMIT):
+        self.pool = RestartingPool(lambda: worker_pool(workers, _init_shops, (shops, cpu_limit)))
         self._batch: list[tuple[PageJob, asyncio.Future]] = []
 
     async def process(self, job: PageJob) -> PageRecord | NotExtracted:

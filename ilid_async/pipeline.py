@@ -27,7 +27,7 @@ from dataclasses import asdict
 from .config import Config, ShopConfig
 from .dataset import image_path, safe_join
 from .errors import ItemError, UserError
-from .extract import NotExtracted
+from .extract import REASON_PAGE_TIME_BUDGET, NotExtracted
 from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter
 from .http import HttpClient
 from .label.quality import page_words, ungrounded_fields
@@ -51,7 +51,7 @@ GRACE_SECONDS = 10.0
 PAGES_IN_FLIGHT = 2  # pages leased per connection allowed (see _run_stages)
 
 # Page outcomes that are item failures; the other outcomes are fine pages that are not products.
-PAGE_FAILURES = {"undecodable_page", REASON_EXTRACTION_ERROR, REASON_WORKER_DIED}
+PAGE_FAILURES = {"undecodable_page", REASON_EXTRACTION_ERROR, REASON_WORKER_DIED, REASON_PAGE_TIME_BUDGET}
 
 
 def ungrounded_rejection(answer: dict[str, str | None], label: str, data: list[str],
@@ -346,7 +346,7 @@ class Pipeline:
             self.write_dataset()
 
     def _host_limit(self, host: str) -> int:
-        return self.cfg.http.limits_for(host)[1]
+        return self.http.host_concurrency(host)  # the http layer's own per-host state
 
     async def _commit_often(self) -> None:
         """Commit the store's open group while stages wait (e.g. on the model)."""

@@ -100,6 +100,9 @@ def format_summary(store: Store) -> str:
     counters = store.counters()
     if counters.get("label_input_truncated"):
         lines.append(f"label inputs truncated to fit: {counters['label_input_truncated']}")
+    if counters.get("sitemaps_refused_unrecorded"):
+        lines.append("sitemaps refused beyond the recorded ones (http.max_sitemaps): "
+                     f"{counters['sitemaps_refused_unrecorded']}")
     lines += label_quality_lines(store)
     if "exact_duplicates" in counters:
         lines.append(f"duplicate images: {counters['exact_duplicates']} exact copies, "

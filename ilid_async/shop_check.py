@@ -18,6 +18,7 @@ from .errors import ItemError
 from .extract import (
     REASON_NO_IMAGE,
     REASON_NOT_PRODUCT_PAGE,
+    REASON_PAGE_TIME_BUDGET,
     REASON_UNDECODABLE_PAGE,
     NotExtracted,
     RawRecord,
@@ -42,6 +43,8 @@ _EXPLAIN = {
                              "data, says no product)",
     REASON_NO_IMAGE: "no image with an allowed ending (image_endings)",
     REASON_UNDECODABLE_PAGE: "the page is not text in any known encoding",
+    REASON_PAGE_TIME_BUDGET: "extracting the page took longer than its time budget "
+                             "(extract.PAGE_TIME_BUDGET seconds)",
 }
 
 

@@ -140,3 +140,33 @@ async def test_a_file_system_refusing_a_name_fails_only_its_entry(shop_server, t
         http_settings=HttpSettings(allow_loopback=True, per_host_rate=0))
     assert (report.downloaded, report.failed) == (1, {"name_too_long": 1})
     assert [e["id"] for e in orjson.loads(dataset.read_bytes())] == ["id-0"]
+
+
+def test_a_full_disk_stops_the_download_with_one_line(shop_server, tmp_path):
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    base = shop_server.base_url
+    entries = [entry(i, f"{base}/img/{name}.jpg", f"part/id-{i}.png")
+               for i, name in enumerate(["hinge-1", "handle-5", "clamp-3"])]
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps(entries))
+    folder = tmp_path / "images"
+    args = [sys.executable, "-m", "ilid_async", "download", "--dataset", str(dataset), "--folder", str(folder),
+            "--concurrency", "1", "--allow-loopback"]
+    # No file may grow past 1 kB (EFBIG, as on a full disk): none of these PNGs (2-3 kB) fits.
+    limit = 1_000
+    full = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert full.returncode == 2, full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {folder}: disk full ("), full.stderr
+    assert orjson.loads(dataset.read_bytes()) == entries  # the dataset file is left as it was
+    assert not list(folder.rglob("*.tmp"))  # no half-written image is left behind
+    again = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "downloaded 3" in again.stdout
+    assert [e["id"] for e in orjson.loads(dataset.read_bytes())] == ["id-0", "id-1", "id-2"]

@@ -109,3 +109,19 @@ async def test_restarting_pool_retries_calls_caught_in_a_dead_pool_and_fails_the
         assert await loop.run_in_executor(pool, _double, 21) == 42
     finally:
         pool.shutdown()
+
+
+async def test_a_page_stuck_in_one_parser_call_is_ended_by_the_cpu_limit():
+    """Deeply nested markup keeps lexbor in one C call for seconds (the budget checked between
+    steps cannot stop it): the worker's CPU limit ends it, and the other pages are extracted."""
+    stuck = PageJob("testshop", "http://127.0.0.1:9/p/stuck", b"<div>" * 40_000 + page(0), None)
+    pool = PagePool({"testshop": SHOP}, workers=1, cpu_limit=0.5)
+    try:
+        batch = jobs(6)
+        results = await asyncio.wait_for(
+            asyncio.gather(*(pool.process(job) for job in [*batch[:3], stuck, *batch[3:]])), 120)
+        tradename = compile_tradename(SHOP.tradename_regex)
+        assert results[3] == NotExtracted("worker_died")
+        assert results[:3] + results[4:] == [process_page(SHOP, tradename, job) for job in batch]
+    finally:
+        pool.shutdown()
