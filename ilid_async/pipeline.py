@@ -39,7 +39,7 @@ from .page_pool import REASON_EXTRACTION_ERROR, PageJob, PagePool, process_page
 from .sitemap import robots_sitemaps, walk_sitemap
 from .store import (REASON_OFF_DOMAIN, SITEMAP_TOO_DEEP, ImageTask, LabelTask, PageTask, SitemapTask, Store,
                     StoreError, disk_full_message)
-from .urls import domain_allowed
+from .urls import REASON_BAD_URL, domain_allowed, split_url
 from .workers import REASON_WORKER_DIED, RestartingPool
 
 log = logging.getLogger(__name__)
@@ -393,7 +393,9 @@ class Pipeline:
         http = self.cfg.http
         walk, refused = [], []
         for url in urls:
-            if not domain_allowed(url, shop.allowed_domains):
+            if split_url(url) is None:  # "http://[oops/": recorded, never requested
+                refused.append((url, REASON_BAD_URL))
+            elif not domain_allowed(url, shop.allowed_domains):
                 refused.append((url, REASON_OFF_DOMAIN))
             elif depth > http.max_sitemap_depth:
                 refused.append((url, SITEMAP_TOO_DEEP))
@@ -413,9 +415,11 @@ class Pipeline:
             async for batch in walk_sitemap(self.http, url, max_bytes=self.cfg.http.max_sitemap_bytes,
                                             headers=self._headers(shop)):
                 children = [e.loc for e in batch if e.kind == "sitemap" and shop.follows_sitemap(e.loc)]
+                # A page URL that does not parse is kept, to be recorded: the fetch refuses it
+                # as bad_url without a request.
                 pages = [(e.loc, e.lastmod) for e in batch
                          if e.kind == "url" and shop.page_action(e.loc) == "product"
-                         and domain_allowed(e.loc, shop.allowed_domains)]
+                         and (split_url(e.loc) is None or domain_allowed(e.loc, shop.allowed_domains))]
                 if children:
                     self._add_sitemaps(shop, children, depth=task.depth + 1)
                 if self.store.add_pages(shop_name, pages):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit
 
-__all__ = ["split_url", "host_of", "domain_allowed"]
+__all__ = ["REASON_BAD_URL", "split_url", "host_of", "domain_allowed"]
+
+# The item error for a URL that does not parse, wherever crawled text holds it.
+REASON_BAD_URL = "bad_url"
 
 
 def split_url(url: str) -> SplitResult | None:

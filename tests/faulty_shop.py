@@ -62,7 +62,8 @@ IMAGE_EXPECTED = {
 SITEMAP_EXPECTED = {"sitemap-1.xml": ("done", None), "sitemap-bomb.xml.gz": ("failed", "too_large"),
                     "sitemap-bad.xml": ("failed", "malformed_sitemap"),
                     # On the images host, off allowed_domains: listed by the index, and by robots.txt.
-                    "sitemap-offsite.xml": ("failed", "off_domain"), "robots-offsite.xml": ("failed", "off_domain")}
+                    "sitemap-offsite.xml": ("failed", "off_domain"), "robots-offsite.xml": ("failed", "off_domain"),
+                    "oops.xml": ("failed", "bad_url")}  # http://[oops/oops.xml in the index
 OFFSITE_SITEMAPS = ("sitemap-offsite.xml", "robots-offsite.xml")
 
 
@@ -114,11 +115,13 @@ class FaultyShop:
                                      f"Sitemap: {self.images_url}/robots-offsite.xml\n")
         if path == "/index.xml":
             body = "".join(f"<sitemap><loc>{self.images_url if name in OFFSITE_SITEMAPS else self.base_url}/{name}"
-                           "</loc></sitemap>" for name in SITEMAP_EXPECTED if name != "robots-offsite.xml")
+                           "</loc></sitemap>" for name in SITEMAP_EXPECTED
+                           if name not in ("robots-offsite.xml", "oops.xml"))
+            body += "<sitemap><loc>http://[oops/oops.xml</loc></sitemap>"  # recorded, never requested
             return web.Response(text=f'<sitemapindex xmlns="{NS}">{body}</sitemapindex>', content_type="application/xml")
         if path == "/sitemap-1.xml":
             urls = [f"{self.base_url}/p/{slug}" for slug in PAGE_EXPECTED] + [f"{self.base_url}/secret/p/1"]
-            urls.append("http://[oops/p/broken")  # a <loc> urlsplit refuses: the sitemap still completes
+            urls.append("http://[oops/p/broken")  # a <loc> urlsplit refuses: recorded on its page
             body = "".join(f"<url><loc>{u}</loc></url>" for u in urls)
             return web.Response(text=f'<urlset xmlns="{NS}">{body}</urlset>', content_type="application/xml")
         if path == "/sitemap-bomb.xml.gz":

@@ -68,6 +68,7 @@ def test_every_fault_ends_as_it_should(faulty, tmp_path):
         else:
             assert pages[f"p/{slug}"] == (state, reason), slug
     assert pages["secret/p/1"] == ("failed", "robots_disallowed")
+    assert pages["p/broken"] == ("failed", "bad_url")  # its <loc> was http://[oops/p/broken
     # Sitemaps off allowed_domains are recorded, never fetched, and bring no pages.
     assert all(faulty.shop.hits[f"/{name}"] == 0 for name in OFFSITE_SITEMAPS)
     assert "p/from-offsite" not in pages
