@@ -220,8 +220,8 @@ class Pipeline:
         except asyncio.CancelledError:
             if not self.interrupted:
                 raise
-            # A second signal or the grace period ran out: leased work stays leased and
-            # returns to pending at the next start.
+            # A second signal or the grace period ran out: work in flight was dropped, and its
+            # leases go back to pending below.
         except UserError as e:
             self.fatal = e
         finally:
@@ -240,6 +240,10 @@ class Pipeline:
             else:
                 if self.http is not None:
                     self.store.add_host_stats(self.http.take_stats())
+                if self.interrupted:
+                    # Nothing runs any more and the run lock is ours: work dropped at the stop is
+                    # pending again now, so the summary and `status` show it as work to do.
+                    self.store.release_leases()
                 self.store.flush()
         if self.fatal is not None:
             raise self.fatal
