@@ -92,6 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="requests in flight to one host (default %(default)s)")
     dl.add_argument("--allow-loopback", action="store_true",
                     help="allow image URLs on 127.0.0.0/8 (local test shops)")
+    dl.add_argument("--format", type=_setting(ImageSettings, "format", str), default=images.format,
+                    metavar="{png,jpeg,webp}",
+                    help="image format (default %(default)s). png writes each entry's `image` path as "
+                         "it is; jpeg and webp write it with its ending (.png, .jpg, .jpeg, .webp) "
+                         "replaced by .jpg / .webp (added when it has none), and the downloaded "
+                         "dataset's `image` values name those files")
+    dl.add_argument("--png-compress-level", type=_setting(ImageSettings, "png_compress_level", int),
+                    default=images.png_compress_level, metavar="0..9",
+                    help="PNG zlib level: 1 is several times faster, files ~15%% larger "
+                         "(default %(default)s)")
+    dl.add_argument("--quality", type=_setting(ImageSettings, "quality", int), default=images.quality,
+                    metavar="1..100", help="JPEG and WebP quality (default %(default)s)")
+    dl.add_argument("--workers", type=_setting(ImageSettings, "workers", int), default=images.workers,
+                    help="processes that decode, resize and encode; 0 = number of cores "
+                         "(default %(default)s)")
+    dl.add_argument("--progress-interval", type=_seconds, default=10.0, metavar="SECONDS",
+                    help="seconds between progress lines on stderr when it is not a terminal (a "
+                         "terminal gets a live line); 0 = no progress (default %(default)s)")
 
     stats = sub.add_parser("stats", help="dataset numbers, word-frequency charts and an HTML report")
     stats.add_argument("source", help="config.toml (its run's dataset) or a dataset JSON file")
@@ -153,12 +171,15 @@ def _status(args: argparse.Namespace) -> int:
 
 def _download(args: argparse.Namespace) -> int:
     from .download import download_dataset
+    from .images import Encoding
 
     settings = HttpSettings(concurrency=args.concurrency, allow_loopback=args.allow_loopback,
                             per_host_rate=args.per_host_rate, per_host_concurrency=args.per_host_concurrency)
+    encoding = Encoding(args.format, args.png_compress_level, args.quality)
     report = run_event_loop(download_dataset(
         args.dataset, args.folder, width=args.image_width, height=args.image_height,
-        replace=args.replace, dataset_downloaded=args.dataset_downloaded, http_settings=settings))
+        replace=args.replace, dataset_downloaded=args.dataset_downloaded, http_settings=settings,
+        workers=args.workers, encoding=encoding, progress_interval=args.progress_interval))
     failed = ", ".join(f"{k} {v}" for k, v in sorted(report.failed.items())) or "-"
     print(f"entries {report.total}, downloaded {report.downloaded}, "
           f"kept existing {report.skipped_existing}, failed: {failed}")

@@ -6,21 +6,32 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import posixpath
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from .config import HttpSettings
 from .dataset import read_dataset, safe_join, write_json_atomic
 from .errors import ItemError, UserError
 from .http import HttpClient
-from .images import REASON_DISK_FULL, Encoding, ImageError, ImageResult, image_pool, transform_image
+from .images import (ENCODERS, REASON_DISK_FULL, Encoding, ImageError, ImageResult, image_pool,
+                     transform_image)
+from .progress import LIVE_REFRESH, RATE_WINDOW, StageProgress
 from .workers import RestartingPool
 
 # Most file systems cap one name at 255 bytes, and an image is written through a temp file
 # ".<name>.XXXXXXXX.tmp" beside it (images._write_atomic): a longer name fails only its entry.
 MAX_NAME_BYTES = 255
 TEMP_NAME_BYTES = 14
+# Endings of an `image` value that --format jpeg / webp replace (ILID's are all .png); any other
+# ending is kept and the format's is added after it.
+IMAGE_ENDINGS = frozenset({"png", "jpg", "jpeg", "webp"})
 
 
 @dataclass
@@ -32,6 +43,88 @@ class DownloadReport:
 
     def fail(self, reason: str) -> None:
         self.failed[reason] = self.failed.get(reason, 0) + 1
+
+    @property
+    def done(self) -> int:
+        """Entries finished: downloaded, kept or failed."""
+        return self.downloaded + self.skipped_existing + sum(self.failed.values())
+
+
+def image_file(image: str, encoding: Encoding | None) -> str:
+    """The file written for a dataset ``image`` value. PNG (the default, SPEC 6) writes the value
+    as it is; JPEG and WebP write it with its image ending (``.png``, ``.jpg``, ``.jpeg``,
+    ``.webp``) replaced by the format's (``.jpg``, ``.webp``), or the format's added when it has
+    none, so a file's ending always says its format."""
+    if encoding is None or encoding.format == "png":
+        return image
+    ending = ENCODERS[encoding.format][1]
+    folder, name = posixpath.split(image)
+    stem, old = posixpath.splitext(name)
+    if old[1:].lower() in IMAGE_ENDINGS:
+        name = stem
+    return posixpath.join(folder, f"{name}.{ending}") if name else image
+
+
+class DownloadProgress:
+    """The download's progress in `run`'s style: on a terminal one live line, redrawn every
+    second; elsewhere a plain ``progress [...] download: ...`` line every ``interval`` seconds
+    and a last one with the final counts. ``interval`` 0 = none."""
+
+    def __init__(self, report: DownloadReport, interval: float, stream: TextIO | None = None,
+                 live: bool | None = None, clock=time.monotonic):
+        self.report = report
+        self.interval = interval
+        self.stream = stream if stream is not None else sys.stderr
+        self.clock = clock
+        self.started = clock()
+        self._history: deque[tuple[float, int]] = deque([(self.started, 0)])  # the first line has a rate
+        self._line_open = False  # a live line is drawn and not ended
+        if live is None:
+            try:
+                live = self.stream.isatty()
+            except (AttributeError, ValueError):
+                live = False
+        self.live = live
+
+    def line(self, finished: bool = False) -> str:
+        now, done = self.clock(), self.report.done
+        history = self._history
+        history.append((now, done))
+        while len(history) > 2 and now - history[1][0] >= RATE_WINDOW:
+            history.popleft()
+        t0, d0 = history[0]
+        rate = (done - d0) / (now - t0) if now > t0 else None
+        stage = StageProgress("download", done, self.report.total, sum(self.report.failed.values()),
+                              rate, finished)
+        return f"progress [{now - self.started:6.0f}s] {stage.line()}"
+
+    async def run(self) -> None:
+        """Report until cancelled."""
+        if self.interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(LIVE_REFRESH if self.live else self.interval)
+            self._print(self.line())
+
+    def finish(self) -> None:
+        """The last line, with the final counts."""
+        if self.interval > 0:
+            self._print(self.line(finished=True), last=True)
+
+    def close(self) -> None:
+        """End a live line left open (the download stopped), so an error starts a new line."""
+        if self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line_open = False
+
+    def _print(self, line: str, last: bool = False) -> None:
+        if self.live:  # one line, redrawn in place; the last one stays
+            self.stream.write("\r\x1b[K" + line + ("\n" if last else ""))
+            self.stream.flush()
+            self._line_open = not last
+        else:
+            print(line, file=self.stream, flush=True)
 
 
 async def download_image(http: HttpClient, pool: Executor, url: str, target: Path, *, width: int,
@@ -62,7 +155,14 @@ async def download_dataset(
     workers: int = 0,
     max_pixels: int = 50_000_000,
     encoding: Encoding | None = None,
+    progress_interval: float = 0.0,
+    progress_stream: TextIO | None = None,
 ) -> DownloadReport:
+    """SPEC 6: download, fit and write the image of every entry of ``dataset_file`` under
+    ``folder`` (see ``image_file`` for the file names of JPEG and WebP), then write the entries
+    whose image exists, their ``image`` naming the file written, to ``dataset_downloaded`` (or
+    over ``dataset_file``). ``progress_interval`` > 0 reports progress on ``progress_stream``
+    (stderr), see DownloadProgress."""
     try:
         entries = read_dataset(dataset_file)
     except FileNotFoundError:
@@ -78,7 +178,7 @@ async def download_dataset(
     disk_full: list[str] = []  # set: no new entry starts, and the command stops with one line
 
     async def one(entry: dict) -> None:
-        image = str(entry.get("image", ""))
+        image = image_file(str(entry.get("image", "")), encoding)
         try:
             target = safe_join(folder, image)
         except ValueError:
@@ -110,10 +210,14 @@ async def download_dataset(
             return
         report.downloaded += 1
 
+    progress = DownloadProgress(report, progress_interval, progress_stream)
+    reporter = asyncio.ensure_future(progress.run())
     try:
         async with HttpClient(settings) as http:
             await asyncio.gather(*(one(e) for e in entries))
     finally:
+        reporter.cancel()
+        progress.close()
         pool.shutdown(cancel_futures=True)
     if disk_full:
         # The images written so far are whole (written to a temporary name, then renamed) and
@@ -121,14 +225,21 @@ async def download_dataset(
         raise UserError(f"{folder}: disk full ({disk_full[0]}); the images written so far are kept, "
                         "run the command again when there is room")
 
-    # SPEC 6: the entries whose image exists, to a second file or over the input file.
-    def has_image(entry: dict) -> bool:
-        try:
-            return safe_join(folder, str(entry.get("image", ""))).is_file()
-        except (ValueError, OSError):  # unsafe, or a name the file system refuses
-            return False
+    progress.finish()
 
-    write_json_atomic(dataset_downloaded or dataset_file, (e for e in entries if has_image(e)))
+    # SPEC 6: the entries whose image exists, to a second file or over the input file; with
+    # JPEG or WebP their `image` names the file written (image_file).
+    def downloaded() -> Iterator[dict]:
+        for entry in entries:
+            image = image_file(str(entry.get("image", "")), encoding)
+            try:
+                if not safe_join(folder, image).is_file():
+                    continue
+            except (ValueError, OSError):  # unsafe, or a name the file system refuses
+                continue
+            yield entry if image == str(entry.get("image", "")) else {**entry, "image": image}
+
+    write_json_atomic(dataset_downloaded or dataset_file, downloaded())
     return report
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import orjson
 import pytest
@@ -10,6 +11,8 @@ from PIL import Image
 
 from conftest import run_cli
 from ilid_async.dataset import DATASET_KEYS
+from ilid_async.download import image_file
+from ilid_async.images import Encoding
 
 
 def entry(i: int, url: str, image: str) -> dict:
@@ -86,6 +89,17 @@ def test_download_rewrites_the_input_when_no_second_file(shop_server, tmp_path):
     ("--per-host-rate", "-1", "argument --per-host-rate: must be at least 0"),
     ("--image_width", "0", "argument --image_width: must be at least 1"),
     ("--image_height", "-5", "argument --image_height: must be at least 1"),
+    ("--format", "gif", "argument --format: one of png, jpeg, webp"),
+    ("--format", "PNG", "argument --format: one of png, jpeg, webp"),
+    ("--png-compress-level", "10", "argument --png-compress-level: must be in 0..9"),
+    ("--png-compress-level", "-1", "argument --png-compress-level: must be in 0..9"),
+    ("--png-compress-level", "fast", "argument --png-compress-level: invalid int value: 'fast'"),
+    ("--quality", "0", "argument --quality: must be in 1..100"),
+    ("--quality", "101", "argument --quality: must be in 1..100"),
+    ("--quality", "9.5", "argument --quality: invalid int value: '9.5'"),
+    ("--workers", "-1", "argument --workers: must be at least 0"),
+    ("--workers", "two", "argument --workers: invalid int value: 'two'"),
+    ("--progress-interval", "-1", "argument --progress-interval: must be a finite number, 0 or more"),
 ])
 def test_download_flags_keep_the_settings_bounds(tmp_path, flag, value, expected):
     """A flag that stands for a setting is refused as the setting would be, before any request:
@@ -170,3 +184,133 @@ def test_a_full_disk_stops_the_download_with_one_line(shop_server, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "downloaded 3" in again.stdout
     assert [e["id"] for e in orjson.loads(dataset.read_bytes())] == ["id-0", "id-1", "id-2"]
+
+
+def download(dataset, folder, *flags: str):
+    return run_cli("download", "--dataset", str(dataset), "--folder", str(folder), "--allow-loopback",
+                   "--per-host-rate", "0", *flags, timeout=120)
+
+
+def test_image_file_names_carry_the_format_ending():
+    assert image_file("hinge/id-0.png", None) == "hinge/id-0.png"  # SPEC 6: as it is
+    assert image_file("hinge/id-0.jpg", Encoding("png")) == "hinge/id-0.jpg"
+    assert image_file("hinge/id-0.png", Encoding("jpeg")) == "hinge/id-0.jpg"
+    assert image_file("hinge/id-0.PNG", Encoding("webp")) == "hinge/id-0.webp"
+    assert image_file("hinge/id-0.jpeg", Encoding("jpeg")) == "hinge/id-0.jpg"
+    assert image_file("hinge/id-0", Encoding("jpeg")) == "hinge/id-0.jpg"
+    assert image_file("hinge/v1.2", Encoding("webp")) == "hinge/v1.2.webp"  # not an image ending
+    assert image_file("hinge/.png", Encoding("jpeg")) == "hinge/.png.jpg"  # a hidden name, no ending
+    assert image_file("", Encoding("jpeg")) == ""  # refused as unsafe, as before
+
+
+@pytest.mark.parametrize("fmt, pillow, ending", [("jpeg", "JPEG", "jpg"), ("webp", "WEBP", "webp")])
+def test_download_format_writes_files_with_its_ending(shop_server, tmp_path, fmt, pillow, ending):
+    base = shop_server.base_url
+    entries = [entry(0, f"{base}/img/hinge-1.jpg", "hinge/id-0.png"),
+               entry(1, f"{base}/img/handle-5.jpg", "handle/id-1"),  # no ending: the format's is added
+               entry(2, f"{base}/img/missing.jpg", "hinge/id-2.png")]  # 404
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps(entries))
+    out = tmp_path / "downloaded.json"
+    images = tmp_path / "images"
+    args = ("--format", fmt, "--image_width", "64", "--image_height", "32", "--dataset-downloaded", str(out))
+    result = download(dataset, images, *args)
+    assert result.returncode == 0, result.stderr
+    assert "downloaded 2" in result.stdout and "http_404 1" in result.stdout
+    written = sorted(str(p.relative_to(images)) for p in images.rglob("*") if p.is_file())
+    assert written == [f"handle/id-1.{ending}", f"hinge/id-0.{ending}"]
+    for name in written:
+        with Image.open(images / name) as img:
+            assert img.format == pillow and img.size == (64, 32)
+    kept = orjson.loads(out.read_bytes())
+    assert [(e["id"], e["image"]) for e in kept] == [("id-0", f"hinge/id-0.{ending}"),
+                                                     ("id-1", f"handle/id-1.{ending}")]
+    assert [{k: v for k, v in e.items() if k != "image"} for e in kept] == \
+        [{k: v for k, v in e.items() if k != "image"} for e in entries[:2]]
+    assert tuple(kept[0]) == DATASET_KEYS
+    assert orjson.loads(dataset.read_bytes()) == entries  # the input is left alone
+    # The next run finds the files it wrote, under their ending, and keeps them.
+    again = download(dataset, images, *args)
+    assert again.returncode == 0 and "kept existing 2" in again.stdout, again.stdout
+    # Its own output as input: the names already carry the ending and stay as they are.
+    third = download(out, images, "--format", fmt)
+    assert third.returncode == 0 and "kept existing 2" in third.stdout
+    assert orjson.loads(out.read_bytes()) == kept
+
+
+def test_download_png_compress_level(shop_server, tmp_path):
+    base = shop_server.base_url
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps([entry(0, f"{base}/img/clamp-3.jpg", "clamp/id-0.png")]))
+    files = {}
+    for level in ("1", "9"):
+        result = download(dataset, tmp_path / level, "--png-compress-level", level,
+                          "--dataset-downloaded", str(tmp_path / f"{level}.json"))
+        assert result.returncode == 0 and "downloaded 1" in result.stdout, result.stderr
+        files[level] = tmp_path / level / "clamp" / "id-0.png"
+        with Image.open(files[level]) as img:
+            assert img.format == "PNG" and img.size == (512, 512)
+    assert files["1"].read_bytes() != files["9"].read_bytes()
+    assert files["9"].stat().st_size <= files["1"].stat().st_size
+    with Image.open(files["1"]) as fast, Image.open(files["9"]) as small:
+        assert fast.tobytes() == small.tobytes()  # lossless either way
+
+
+def test_download_quality_and_workers(shop_server, tmp_path):
+    base = shop_server.base_url
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps([entry(0, f"{base}/img/hinge-1.jpg", "hinge/id-0.png"),
+                                      entry(1, f"{base}/img/handle-5.jpg", "handle/id-1.png")]))
+    sizes = {}
+    for quality in ("5", "95"):
+        folder = tmp_path / quality
+        result = download(dataset, folder, "--format", "jpeg", "--quality", quality, "--workers", "1",
+                          "--dataset-downloaded", str(tmp_path / f"{quality}.json"))
+        assert result.returncode == 0 and "downloaded 2" in result.stdout, result.stderr
+        sizes[quality] = sum(p.stat().st_size for p in folder.rglob("*.jpg"))
+    assert sizes["5"] < sizes["95"]
+
+
+def test_download_progress_line(shop_server, tmp_path):
+    base = shop_server.base_url
+    entries = [entry(0, f"{base}/img/hinge-1.jpg", "hinge/id-0.png"),
+               entry(1, f"{base}/img/clamp-3.jpg", "clamp/id-1.png"),
+               entry(2, f"{base}/img/missing.jpg", "hinge/id-2.png")]
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps(entries))
+    args = ("--dataset-downloaded", str(tmp_path / "out.json"))
+    result = download(dataset, tmp_path / "images", *args, "--progress-interval", "0.05")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(re.fullmatch(r"progress \[ *\d+s\] download: \d+/3 done, .*", line)
+                         for line in lines), result.stderr
+    final = r"progress \[ *\d+s\] download: 3/3 done, (-|[\d.]+/s), done, failed 1"
+    assert re.fullmatch(final, lines[-1]), result.stderr
+    # The default interval still ends with the final counts; 0 = no progress at all.
+    default = download(dataset, tmp_path / "images", *args)
+    assert default.returncode == 0
+    assert re.fullmatch(final, default.stderr.strip().splitlines()[-1]), default.stderr
+    silent = download(dataset, tmp_path / "images", *args, "--progress-interval", "0")
+    assert silent.returncode == 0 and silent.stderr == ""
+
+
+def test_download_progress_on_a_terminal_is_one_live_line():
+    import io
+
+    from ilid_async.download import DownloadProgress, DownloadReport
+
+    report, stream, now = DownloadReport(total=4), io.StringIO(), [0.0]
+    progress = DownloadProgress(report, 10.0, stream, live=True, clock=lambda: now[0])
+    report.downloaded, now[0] = 1, 1.0
+    progress._print(progress.line())
+    report.downloaded, now[0] = 3, 2.0
+    progress._print(progress.line())
+    progress.close()  # stopped early (a full disk): the error line starts on a new line
+    assert stream.getvalue() == ("\r\x1b[Kprogress [     1s] download: 1/4 done, 1.0/s, ETA 0:03, failed 0"
+                                 "\r\x1b[Kprogress [     2s] download: 3/4 done, 1.5/s, ETA 0:01, failed 0\n")
+    report.fail("http_404")
+    progress.finish()
+    assert stream.getvalue().endswith(
+        "\r\x1b[Kprogress [     2s] download: 4/4 done, 2.0/s, done, failed 1\n")
+    progress.close()  # nothing left open
+    assert stream.getvalue().endswith("failed 1\n")
