@@ -571,3 +571,197 @@ def test_hashes_come_back_from_the_transform(tmp_path):
     again = transform_image(encode(photo, "PNG", compress_level=0), str(tmp_path / "b.png"), 64, 64)
     assert first.sha256 != again.sha256  # other bytes
     assert hamming(first.phash, again.phash) == 0  # the same picture
+
+
+# --- PNG writers (issue 14): fpng for the fast levels, Pillow's zlib for the others ------------
+
+needs_fpng = pytest.mark.skipif(images.PNG_ENCODER != "fpng", reason="fpng is not installed")
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, body) of every chunk, each CRC checked: a valid PNG stream or an AssertionError."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        kind, body = data[at + 4:at + 8], data[at + 8:at + 8 + length]
+        assert len(body) == length, kind
+        (crc,) = struct.unpack(">I", data[at + 8 + length:at + 12 + length])
+        assert crc == zlib.crc32(kind + body), kind
+        chunks.append((kind, body))
+        at += 12 + length
+    assert at == len(data)
+    return chunks
+
+
+def assert_standard_rgb_png(data: bytes, size: tuple[int, int]) -> None:
+    """What any PNG reader needs: IHDR first (8-bit RGB, no interlace), every unknown chunk
+    ancillary, IDAT one zlib stream of one filter byte + 3 bytes a pixel per row, IEND last."""
+    chunks = png_chunks(data)
+    kinds = [kind for kind, _ in chunks]
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and b"IDAT" in kinds
+    w, h, depth, colour, method, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    assert (w, h) == size and (depth, colour, method, filtering, interlace) == (8, 2, 0, 0, 0)
+    for kind in kinds:
+        assert kind in (b"IHDR", b"IDAT", b"IEND") or kind[0:1].islower(), kind  # ancillary
+    first, last = kinds.index(b"IDAT"), len(kinds) - 1 - kinds[::-1].index(b"IDAT")
+    assert set(kinds[first:last + 1]) == {b"IDAT"}  # consecutive
+    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    assert len(raw) == h * (1 + 3 * w)
+    assert all(raw[row * (1 + 3 * w)] <= 4 for row in range(h))  # filter types 0-4
+    with Image.open(io.BytesIO(data)) as img:
+        img.verify()
+    try:
+        import cv2
+        import numpy as np
+    except ImportError:
+        return
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded is not None and decoded.shape == (h, w, 3)
+    assert (decoded[:, :, ::-1] == np.asarray(Image.open(io.BytesIO(data)))).all()
+
+
+def photo_like(w: int, h: int, seed: int = 0) -> Image.Image:
+    """A product-photo-like picture: a gradient backdrop, a few shapes, mild noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = (x / max(w - 1, 1) + y / max(h - 1, 1)) / 2
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    pixels = a * (1 - t[..., None]) + b * t[..., None]
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.1, 0.4) * min(w, h)
+        inside = np.clip((r - np.hypot(x - cx, y - cy)) / 3, 0, 1)[..., None]  # soft edge
+        pixels = pixels * (1 - inside) + rng.integers(0, 256, 3) * inside
+    pixels += rng.normal(0, 4, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def test_png_encoder_per_level():
+    assert images.PNG_ENCODER in ("fpng", "pillow")
+    assert [images.png_encoder(level) for level in (0, 4, 6, 9)] == ["pillow"] * 4
+    assert {images.png_encoder(level) for level in (1, 2, 3)} == {images.PNG_ENCODER}
+
+
+@needs_fpng
+@pytest.mark.parametrize("size", [(1, 1), (3, 7), (97, 131), (511, 2), (512, 512)])
+def test_fpng_png_is_standard_and_has_pillows_pixels(size):
+    img = photo_like(*size, seed=size[0])
+    data = images.encode_png_fpng(img)
+    assert_standard_rgb_png(data, size)
+    with Image.open(io.BytesIO(data)) as ours, Image.open(io.BytesIO(encode(img))) as pillows:
+        assert ours.mode == pillows.mode == "RGB"
+        assert ours.tobytes() == pillows.tobytes() == img.tobytes()
+
+
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+@pytest.mark.parametrize("size", [(64, 64), (97, 131), (512, 300)])
+def test_written_png_has_the_pixels_of_pillows_png_at_every_level(tmp_path, level, size):
+    data = encode(photo_like(300, 200, seed=level), "JPEG", quality=90)
+    reference = tmp_path / "pillow.png"
+    transform_image(data, str(reference), *size, encoding=Encoding("png", 6))  # Pillow's zlib
+    out = tmp_path / "x.png"
+    result = transform_image(data, str(out), *size, encoding=Encoding("png", level))
+    png = out.read_bytes()
+    assert result.bytes_written == len(png)
+    assert_standard_rgb_png(png, size)
+    if images.png_encoder(level) == "fpng":
+        assert b"fdEC" in png[:64]  # fpng's marker chunk: this level really went through fpng
+    with Image.open(out) as ours, Image.open(reference) as pillows:
+        assert ours.tobytes() == pillows.tobytes()
+
+
+def test_png_falls_back_to_pillow_without_fpng(tmp_path, monkeypatch):
+    data = encode(photo_like(120, 80))
+    transform_image(data, str(tmp_path / "a.png"), 64, 64, encoding=Encoding("png", 1))
+    monkeypatch.setattr(images, "_fpng", None)
+    assert images.png_encoder(1) == "pillow" and images.encode_png_fpng(noise(4, 4)) is None
+    transform_image(data, str(tmp_path / "b.png"), 64, 64, encoding=Encoding("png", 1))
+    assert b"fdEC" not in (tmp_path / "b.png").read_bytes()
+    assert Image.open(tmp_path / "a.png").tobytes() == Image.open(tmp_path / "b.png").tobytes()
+
+
+@needs_fpng
+def test_png_falls_back_to_pillow_when_fpng_fails(tmp_path, monkeypatch):
+    class Broken:
+        @staticmethod
+        def encode_image_to_memory(*args):
+            raise RuntimeError("fpng refused")
+
+    monkeypatch.setattr(images, "_fpng", Broken)
+    out = tmp_path / "x.png"
+    transform_image(encode(photo_like(50, 40)), str(out), 32, 32, encoding=Encoding("png", 1))
+    assert_standard_rgb_png(out.read_bytes(), (32, 32))
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("size", [(300, 600), (600, 300), (5, 3), (1, 1), (2000, 1500)])
+def test_geometry_is_the_same_with_every_png_writer(tmp_path, size):
+    data = encode(photo_like(*size, seed=1), "JPEG", quality=92)
+    outs = []
+    for level in (1, 6):
+        out = tmp_path / f"{level}.png"
+        transform_image(data, str(out), 96, 80, encoding=Encoding("png", level))
+        with Image.open(out) as img:
+            assert (img.size, img.mode) == ((96, 80), "RGB")
+            outs.append(img.tobytes())
+    assert outs[0] == outs[1]
+
+
+# --- no needless copies -----------------------------------------------------------------------
+
+def test_to_rgb_does_not_copy_an_rgb_image_shown_as_stored():
+    img = Image.open(io.BytesIO(encode(photo_like(40, 30))))
+    assert to_rgb(img) is img
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillows_exif_transpose(tmp_path, orientation):
+    from PIL import ImageOps
+
+    raw = distinct(7, 4)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(raw, "PNG", exif=exif)
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    assert to_rgb(Image.open(io.BytesIO(data))).tobytes() == expected.tobytes()
+    result = transform_image(data, str(tmp_path / "o.png"), *expected.size)
+    assert (result.source_width, result.source_height) == expected.size
+    assert Image.open(tmp_path / "o.png").tobytes() == expected.tobytes()  # 1:1, no resize
+
+
+# --- resize quality on every source format ----------------------------------------------------
+
+SOURCE_FORMATS = {
+    "jpeg": ("JPEG", {"quality": 90}),
+    "jpeg-progressive": ("JPEG", {"quality": 85, "progressive": True}),
+    "png": ("PNG", {"compress_level": 1}),
+    "webp": ("WEBP", {"quality": 85}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCE_FORMATS))
+@pytest.mark.parametrize("size", [(1800, 1200), (900, 1400), (640, 640), (250, 250)])
+def test_scaled_decode_and_resize_meet_40_db_on_every_format(tmp_path, kind, size):
+    fmt, params = SOURCE_FORMATS[kind]
+    data = encode(photo_like(*size, seed=size[0] + size[1]), fmt, **params)
+    with Image.open(io.BytesIO(data)) as probe:
+        assert probe.format == fmt and probe.size == size
+    ours = run(tmp_path, data, 512, 512)
+    full = to_rgb(Image.open(io.BytesIO(data)))
+    reference = pad_edge(full.resize(fit_size(*full.size, 512, 512), Image.LANCZOS), 512, 512)
+    assert psnr(ours, reference) >= 40, (kind, size)
+
+
+def test_alpha_onto_white_equals_alpha_composite_for_every_colour_and_alpha():
+    import numpy as np
+
+    c, a = np.meshgrid(np.arange(256), np.arange(256))
+    rgba = Image.fromarray(np.stack([c, 255 - c, c // 2, a], -1).astype(np.uint8), "RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    expected = Image.alpha_composite(white, rgba).convert("RGB")
+    assert to_rgb(rgba).tobytes() == expected.tobytes()
+    la = rgba.convert("LA")  # the other alpha modes go through RGBA
+    expected = Image.alpha_composite(white, la.convert("RGBA")).convert("RGB")
+    assert to_rgb(la).tobytes() == expected.tobytes()
