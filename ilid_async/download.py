@@ -9,7 +9,6 @@ import os
 import posixpath
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from .errors import ItemError, UserError
 from .http import HttpClient
 from .images import (ENCODERS, REASON_DISK_FULL, Encoding, ImageError, ImageResult, image_pool,
                      transform_image)
-from .progress import LIVE_REFRESH, RATE_WINDOW, StageProgress
+from .progress import LIVE_REFRESH, RateWindow, StageProgress, is_terminal
+from .store import disk_full_message
 from .workers import RestartingPool
 
 # Most file systems cap one name at 255 bytes, and an image is written through a temp file
@@ -77,25 +77,14 @@ class DownloadProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.clock = clock
         self.started = clock()
-        self._history: deque[tuple[float, int]] = deque([(self.started, 0)])  # the first line has a rate
+        self._rate = RateWindow([(self.started, 0)])  # the first line has a rate
         self._line_open = False  # a live line is drawn and not ended
-        if live is None:
-            try:
-                live = self.stream.isatty()
-            except (AttributeError, ValueError):
-                live = False
-        self.live = live
+        self.live = is_terminal(self.stream) if live is None else live
 
     def line(self, finished: bool = False) -> str:
         now, done = self.clock(), self.report.done
-        history = self._history
-        history.append((now, done))
-        while len(history) > 2 and now - history[1][0] >= RATE_WINDOW:
-            history.popleft()
-        t0, d0 = history[0]
-        rate = (done - d0) / (now - t0) if now > t0 else None
         stage = StageProgress("download", done, self.report.total, sum(self.report.failed.values()),
-                              rate, finished)
+                              self._rate.rate(now, done), finished)
         return f"progress [{now - self.started:6.0f}s] {stage.line()}"
 
     async def run(self) -> None:
@@ -222,8 +211,7 @@ async def download_dataset(
     if disk_full:
         # The images written so far are whole (written to a temporary name, then renamed) and
         # are kept by the next run of the same command; the dataset file is left as it was.
-        raise UserError(f"{folder}: disk full ({disk_full[0]}); the images written so far are kept, "
-                        "run the command again when there is room")
+        raise UserError(disk_full_message(folder, disk_full[0]))
 
     progress.finish()
 

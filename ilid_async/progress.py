@@ -57,6 +57,21 @@ def format_seconds(seconds: float | None) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
+class RateWindow:
+    """Items per second over the last RATE_WINDOW seconds, from (time, count) samples."""
+
+    def __init__(self, samples: Iterable[tuple[float, int]] = ()):
+        self._history: deque[tuple[float, int]] = deque(samples)
+
+    def rate(self, now: float, done: int) -> float | None:
+        history = self._history
+        history.append((now, done))
+        while len(history) > 2 and now - history[1][0] >= RATE_WINDOW:
+            history.popleft()
+        t0, d0 = history[0]
+        return (done - d0) / (now - t0) if now > t0 else None
+
+
 class Progress:
     """Counts per stage from the store, with rates from their history.
 
@@ -72,9 +87,9 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.clock = clock
         self.started = clock()
-        self._history: dict[str, deque[tuple[float, int]]] = {name: deque() for name, _ in self.stages}
+        self._rates = {name: RateWindow() for name, _ in self.stages}
         if live is None:
-            live = _is_terminal(self.stream)
+            live = is_terminal(self.stream)
         self.live = live
 
     def snapshot(self) -> list[StageProgress]:
@@ -84,14 +99,8 @@ class Progress:
         for name, finished in self.stages:
             row = rows[name]
             done = row["found"] - row["pending"]
-            history = self._history[name]
-            history.append((now, done))
-            while len(history) > 2 and now - history[1][0] >= RATE_WINDOW:
-                history.popleft()
-            t0, d0 = history[0]
-            rate = (done - d0) / (now - t0) if now > t0 else None
-            out.append(StageProgress(name, done, row["found"], sum(row["failed"].values()), rate,
-                                     finished()))
+            out.append(StageProgress(name, done, row["found"], sum(row["failed"].values()),
+                                     self._rates[name].rate(now, done), finished()))
         return out
 
     def plain_lines(self) -> list[str]:
@@ -157,7 +166,7 @@ class Progress:
                 live.update(self.render(), refresh=True)
 
 
-def _is_terminal(stream: TextIO) -> bool:
+def is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
