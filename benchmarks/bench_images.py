@@ -23,7 +23,8 @@ start to exit:
 
 for PNG levels 1 and 6 (--levels). It prints images/s, images written and failures per side,
 ilid-async / img2dataset, and ilid-async's share of the single-process limit x cores (the goal:
->= 2x and >= 80%), under a header naming the Pillow flavour and PNG encoder in use.
+>= 2x and >= 80%) and the mean size of the PNGs each side wrote (the same level should give like
+sizes), under a header naming the Pillow flavour, PNG writer and WebP decoder in use.
 
     python3.11 -m venv .venv-img2dataset && .venv-img2dataset/bin/pip install img2dataset
     .venv/bin/python benchmarks/bench_images.py [--images 1000] [--levels 1 6] [--img2dataset PATH]
@@ -68,14 +69,12 @@ def pillow_flavour() -> str:
     return f"{name} (zlib {zlib}, libjpeg {jpeg})"
 
 
-def png_encoder(level: int | None = None) -> str:
-    """ilid-async's PNG writer (for ``level``, where images.py names one per level)."""
+def codecs() -> str:
+    """ilid-async's PNG writer and WebP decoder, as images.py names them."""
     import ilid_async.images as images
 
-    per_level = getattr(images, "png_encoder", None)
-    if level is not None and callable(per_level):
-        return str(per_level(level))
-    return str(getattr(images, "PNG_ENCODER", "Pillow zlib"))
+    return (f"PNG writer {getattr(images, 'PNG_ENCODER', 'Pillow zlib')}, "
+            f"WebP decoder {getattr(images, 'WEBP_DECODER', 'Pillow')}")
 
 
 def peer_version(command: str) -> str:
@@ -120,8 +119,14 @@ def fetch_all(urls: list[str]) -> list[bytes]:
         return list(pool.map(lambda u: urllib.request.urlopen(u, timeout=60).read(), urls))
 
 
-def count_written(folder: Path) -> int:
-    return sum(1 for p in folder.rglob("*.png") if not p.name.startswith("."))
+def written_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*.png") if not p.name.startswith(".")]
+
+
+def mean_kib(folder: Path) -> float:
+    """Mean size of the PNGs written under ``folder``: the same level should give like sizes."""
+    files = written_files(folder)
+    return sum(p.stat().st_size for p in files) / max(1, len(files)) / 1024
 
 
 def single_process_rate(bodies: list[bytes], folder: Path, level: int) -> tuple[int, int, float]:
@@ -164,7 +169,7 @@ def run_img2dataset(command: str, urls: list[str], folder: Path, level: int, cor
     for stats in (folder / "out").glob("*_stats.json"):
         s = json.loads(stats.read_text())
         failed += s.get("failed_to_download", 0) + s.get("failed_to_resize", 0)
-    return count_written(folder / "out"), failed, seconds
+    return len(written_files(folder / "out")), failed, seconds
 
 
 def write_dataset(urls: list[str], path: Path) -> None:
@@ -206,7 +211,7 @@ def run_cli(dataset: Path, folder: Path, level: int | None, cores: int, has_work
     seconds = time.perf_counter() - started
     if done.returncode not in (0, 1):
         sys.exit(f"ilid-async download failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    written = count_written(folder)
+    written = len(written_files(folder))
     return written, total - written, seconds
 
 
@@ -214,9 +219,10 @@ def rate(result: tuple[int, int, float]) -> float:
     return result[0] / result[2]
 
 
-def line(name: str, result: tuple[int, int, float]) -> str:
+def line(name: str, result: tuple[int, int, float], kib: float) -> str:
     written, failed, seconds = result
-    return f"  {name:<22}: {rate(result):7.1f} images/s  ({written} written, {failed} failed, {seconds:.1f} s)"
+    return (f"  {name:<22}: {rate(result):7.1f} images/s  ({written} written, {failed} failed, {seconds:.1f} s, "
+            f"{kib:.0f} KiB a PNG)")
 
 
 def main(n_images: int, levels: list[int], img2dataset: str | None) -> None:
@@ -229,7 +235,7 @@ def main(n_images: int, levels: list[int], img2dataset: str | None) -> None:
         started = time.perf_counter()
         names = generate(tmp / "photos", n_images)
         made = time.perf_counter() - started
-        print(f"ilid-async PNG encoder: {png_encoder()} (per level below); {pillow_flavour()}")
+        print(f"ilid-async: {codecs()}; {pillow_flavour()}")
         if img2dataset:
             print(f"peer: {peer_version(img2dataset)}")
         print(f"workload: {describe(tmp / 'photos', names)} (generated in {made:.0f} s, before timing)")
@@ -244,24 +250,31 @@ def main(n_images: int, levels: list[int], img2dataset: str | None) -> None:
             write_dataset(urls, dataset)
             summary = []
             for level in levels:
-                print(f"PNG level {level} (ilid-async writes it with {png_encoder(level)}):")
+                print(f"PNG level {level} (zlib's scale: ilid-async's libdeflate and img2dataset's OpenCV "
+                      f"both at {level}):")
                 results: dict[str, tuple[int, int, float]] = {}
-                results["limit"] = single_process_rate(bodies, tmp / "limit", level)
-                shutil.rmtree(tmp / "limit")
+                kib: dict[str, float] = {}
+
+                def measure(name: str, folder: Path, run) -> None:
+                    results[name] = run()
+                    kib[name] = mean_kib(folder)
+                    shutil.rmtree(folder)
+
+                measure("limit", tmp / "limit", lambda: single_process_rate(bodies, tmp / "limit", level))
                 if img2dataset:
-                    results["img2dataset"] = run_img2dataset(img2dataset, urls, tmp / "img2dataset", level, cores)
-                    shutil.rmtree(tmp / "img2dataset")
-                results["ilid-async API"] = run_api(dataset, tmp / "api", level, cores)
-                shutil.rmtree(tmp / "api")
+                    measure("img2dataset", tmp / "img2dataset",
+                            lambda: run_img2dataset(img2dataset, urls, tmp / "img2dataset", level, cores))
+                measure("ilid-async API", tmp / "api", lambda: run_api(dataset, tmp / "api", level, cores))
                 if level_flag or level == 6:
-                    results["ilid-async CLI"] = run_cli(dataset, tmp / "cli", level if level_flag else None,
-                                                        cores, workers_flag, len(urls))
-                    shutil.rmtree(tmp / "cli")
+                    measure("ilid-async CLI", tmp / "cli",
+                            lambda: run_cli(dataset, tmp / "cli", level if level_flag else None, cores,
+                                            workers_flag, len(urls)))
                 limit = rate(results["limit"])
-                print(line("single-process limit", results["limit"]) + f" x {cores} cores = {limit * cores:.1f} images/s")
+                print(line("single-process limit", results["limit"], kib["limit"])
+                      + f" x {cores} cores = {limit * cores:.1f} images/s")
                 for name, result in results.items():
                     if name != "limit":
-                        print(line(name, result))
+                        print(line(name, result, kib[name]))
                 for name in ("ilid-async API", "ilid-async CLI"):
                     if name not in results:
                         print(f"  {name}: not run at level {level} (CLI without level flag: level 6 only)")

@@ -573,10 +573,7 @@ def test_hashes_come_back_from_the_transform(tmp_path):
     assert hamming(first.phash, again.phash) == 0  # the same picture
 
 
-# --- PNG writers (issue 14): fpng for the fast levels, Pillow's zlib for the others ------------
-
-needs_fpng = pytest.mark.skipif(images.PNG_ENCODER != "fpng", reason="fpng is not installed")
-
+# --- the PNG writer (issue 14): libdeflate at the configured level, Up filter ---------------
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     """(type, body) of every chunk, each CRC checked: a valid PNG stream or an AssertionError."""
@@ -638,66 +635,65 @@ def photo_like(w: int, h: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
-def test_png_encoder_per_level():
-    assert images.PNG_ENCODER in ("fpng", "pillow")
-    assert [images.png_encoder(level) for level in (0, 4, 6, 9)] == ["pillow"] * 4
-    assert {images.png_encoder(level) for level in (1, 2, 3)} == {images.PNG_ENCODER}
+def unfiltered_rows(data: bytes, size: tuple[int, int]):
+    """The pixels of an RGB PNG decoded here, not by Pillow: IDAT inflated by zlib, each row
+    unfiltered by its filter type (None and Up only: the types encode_png writes)."""
+    import numpy as np
+
+    w, h = size
+    raw = np.frombuffer(zlib.decompress(b"".join(b for k, b in png_chunks(data) if k == b"IDAT")), np.uint8)
+    rows = raw.reshape(h, 1 + 3 * w)
+    assert set(rows[:, 0].tolist()) <= {0, 2}
+    pixels = np.zeros((h, 3 * w), np.uint8)
+    for y in range(h):
+        above = pixels[y - 1] if y else np.zeros(3 * w, np.uint8)
+        pixels[y] = rows[y, 1:] + (above if rows[y, 0] == 2 else 0)  # uint8: modulo 256
+    return pixels.tobytes()
 
 
-@needs_fpng
-@pytest.mark.parametrize("size", [(1, 1), (3, 7), (97, 131), (511, 2), (512, 512)])
-def test_fpng_png_is_standard_and_has_pillows_pixels(size):
-    img = photo_like(*size, seed=size[0])
-    data = images.encode_png_fpng(img)
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+@pytest.mark.parametrize("size", [(1, 1), (3, 7), (97, 131), (511, 2), (2, 511), (512, 512)])
+def test_encode_png_is_standard_and_has_pillows_pixels(size, level):
+    img = photo_like(*size, seed=size[0] + level)
+    data = images.encode_png(img, level)
     assert_standard_rgb_png(data, size)
+    assert unfiltered_rows(data, size) == img.tobytes()  # decoded without Pillow
     with Image.open(io.BytesIO(data)) as ours, Image.open(io.BytesIO(encode(img))) as pillows:
         assert ours.mode == pillows.mode == "RGB"
         assert ours.tobytes() == pillows.tobytes() == img.tobytes()
 
 
+def test_encode_png_levels_trade_time_for_size():
+    img = photo_like(256, 192, seed=4)
+    sizes = [len(images.encode_png(img, level)) for level in (0, 1, 6, 9)]
+    assert sizes[0] > 3 * 256 * 192  # level 0 stores: one filter byte a row plus the pixels
+    assert sizes[0] > sizes[1] >= sizes[2] >= sizes[3]
+
+
+def test_encode_png_refuses_other_modes():
+    with pytest.raises(ValueError, match="RGB"):
+        images.encode_png(Image.new("RGBA", (2, 2)), 6)
+
+
 @pytest.mark.parametrize("level", [0, 1, 6, 9])
 @pytest.mark.parametrize("size", [(64, 64), (97, 131), (512, 300)])
-def test_written_png_has_the_pixels_of_pillows_png_at_every_level(tmp_path, level, size):
+def test_written_png_has_the_same_pixels_at_every_level(tmp_path, level, size):
     data = encode(photo_like(300, 200, seed=level), "JPEG", quality=90)
-    reference = tmp_path / "pillow.png"
-    transform_image(data, str(reference), *size, encoding=Encoding("png", 6))  # Pillow's zlib
     out = tmp_path / "x.png"
     result = transform_image(data, str(out), *size, encoding=Encoding("png", level))
     png = out.read_bytes()
     assert result.bytes_written == len(png)
     assert_standard_rgb_png(png, size)
-    if images.png_encoder(level) == "fpng":
-        assert b"fdEC" in png[:64]  # fpng's marker chunk: this level really went through fpng
-    with Image.open(out) as ours, Image.open(reference) as pillows:
-        assert ours.tobytes() == pillows.tobytes()
-
-
-def test_png_falls_back_to_pillow_without_fpng(tmp_path, monkeypatch):
-    data = encode(photo_like(120, 80))
-    transform_image(data, str(tmp_path / "a.png"), 64, 64, encoding=Encoding("png", 1))
-    monkeypatch.setattr(images, "_fpng", None)
-    assert images.png_encoder(1) == "pillow" and images.encode_png_fpng(noise(4, 4)) is None
-    transform_image(data, str(tmp_path / "b.png"), 64, 64, encoding=Encoding("png", 1))
-    assert b"fdEC" not in (tmp_path / "b.png").read_bytes()
-    assert Image.open(tmp_path / "a.png").tobytes() == Image.open(tmp_path / "b.png").tobytes()
-
-
-@needs_fpng
-def test_png_falls_back_to_pillow_when_fpng_fails(tmp_path, monkeypatch):
-    class Broken:
-        @staticmethod
-        def encode_image_to_memory(*args):
-            raise RuntimeError("fpng refused")
-
-    monkeypatch.setattr(images, "_fpng", Broken)
-    out = tmp_path / "x.png"
-    transform_image(encode(photo_like(50, 40)), str(out), 32, 32, encoding=Encoding("png", 1))
-    assert_standard_rgb_png(out.read_bytes(), (32, 32))
-    assert leftovers(tmp_path) == []
+    with Image.open(out) as ours:
+        assert ours.tobytes() == unfiltered_rows(png, size)
+        level0 = tmp_path / "0.png"
+        transform_image(data, str(level0), *size, encoding=Encoding("png", 0))
+        with Image.open(level0) as stored:
+            assert ours.tobytes() == stored.tobytes()
 
 
 @pytest.mark.parametrize("size", [(300, 600), (600, 300), (5, 3), (1, 1), (2000, 1500)])
-def test_geometry_is_the_same_with_every_png_writer(tmp_path, size):
+def test_geometry_is_the_same_at_every_png_level(tmp_path, size):
     data = encode(photo_like(*size, seed=1), "JPEG", quality=92)
     outs = []
     for level in (1, 6):
@@ -707,6 +703,78 @@ def test_geometry_is_the_same_with_every_png_writer(tmp_path, size):
             assert (img.size, img.mode) == ((96, 80), "RGB")
             outs.append(img.tobytes())
     assert outs[0] == outs[1]
+
+
+# --- WebP decoded by libwebp (issue 14) -------------------------------------------------------
+
+needs_libwebp = pytest.mark.skipif(images.WEBP_DECODER == "Pillow", reason="pywebp is not installed")
+
+
+@needs_libwebp
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(1, 1), (97, 131), (640, 480)])
+def test_libwebp_decodes_a_lossless_webp_to_pillows_pixels(mode, size):
+    img = photo_like(*size, seed=size[0])
+    if mode == "RGBA":
+        img.putalpha(Image.linear_gradient("L").resize(size))
+    data = encode(img, "WEBP", lossless=True, exact=True)  # exact: keeps colour under alpha 0
+    with Image.open(io.BytesIO(data)) as probe:
+        decoded = images.decode_webp(data, probe)
+        probe.load()
+        assert decoded is not None and decoded.mode == probe.mode == mode
+        assert decoded.tobytes() == probe.tobytes() == img.tobytes()
+
+
+@needs_libwebp
+def test_libwebp_decodes_a_lossy_webp_like_pillow():
+    img = photo_like(800, 600, seed=8)
+    data = encode(img, "WEBP", quality=80)
+    with Image.open(io.BytesIO(data)) as probe:
+        decoded = images.decode_webp(data, probe)
+        probe.load()
+        assert decoded is not None and decoded.size == probe.size
+        assert psnr(decoded, probe) >= 50  # the same codec; versions may round differently
+
+
+@needs_libwebp
+def test_libwebp_leaves_animated_and_broken_webps_to_pillow(tmp_path):
+    frames = [Image.new("RGB", (20, 20), c) for c in (BLUE, RED)]
+    animated = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    with Image.open(io.BytesIO(animated)) as probe:
+        assert images.decode_webp(animated, probe) is None
+    scrambled = bytearray(encode(noise(300, 200), "WEBP", lossless=True))
+    for i in range(40, len(scrambled)):  # the header stays readable, the bitstream does not
+        scrambled[i] ^= 0x5A
+    with Image.open(io.BytesIO(bytes(scrambled))) as probe:
+        assert images.decode_webp(bytes(scrambled), probe) is None
+    with pytest.raises(ImageError) as e:  # Pillow decodes it and gives the reason, as before
+        transform_image(bytes(scrambled), str(tmp_path / "t.png"), 64, 64)
+    assert e.value.reason == "not_an_image"
+    assert leftovers(tmp_path) == []
+
+
+@needs_libwebp
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_libwebp_keeps_the_exif_orientation(tmp_path, orientation):
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(distinct(7, 4), "WEBP", lossless=True, exif=exif)
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    result = transform_image(data, str(tmp_path / "o.png"), *expected.size)
+    assert (result.source_width, result.source_height) == expected.size
+    assert Image.open(tmp_path / "o.png").tobytes() == expected.convert("RGB").tobytes()
+
+
+def test_webp_without_pywebp_goes_through_pillow_to_the_same_file(tmp_path, monkeypatch):
+    data = encode(photo_like(300, 200, seed=2), "WEBP", lossless=True)
+    transform_image(data, str(tmp_path / "a.png"), 64, 64)
+    monkeypatch.setattr(images, "_libwebp", lambda: None)
+    with Image.open(io.BytesIO(data)) as probe:
+        assert images.decode_webp(data, probe) is None
+    transform_image(data, str(tmp_path / "b.png"), 64, 64)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
 # --- no needless copies -----------------------------------------------------------------------
