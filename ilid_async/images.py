@@ -355,10 +355,13 @@ def transform_image(
     height: int = 512,
     max_pixels: int = 50_000_000,
     encoding: Encoding | None = None,
+    durable: bool = True,
 ) -> ImageResult:
     """Decode ``data``, fit it into ``width`` x ``height`` without distortion, pad by repeating
     the edges, and write an RGB image atomically to ``out_path`` (parent folders created), as
-    ``encoding`` says (default: PNG, zlib level 6).
+    ``encoding`` says (default: PNG, zlib level 6). ``durable``: fsync the file before the
+    rename, so that it survives a power cut once this returns (the run's store then calls it
+    done); without, it survives the process being killed, and the caller syncs later.
 
     Raises ``ImageError`` (nothing is left at ``out_path``, no temp file remains), an
     ``ImageWriteError`` if the file cannot be written.
@@ -391,7 +394,7 @@ def transform_image(
         # the decoded image itself is written after the with block has closed it: copied.
         fills = rgb.size == (width, height) and rgb is not img
         out = rgb if fills else pad_edge(rgb, width, height)
-    written = _write_atomic(out, out_path, encoding)
+    written = _write_atomic(out, out_path, encoding, durable)
     return ImageResult(src_w, src_h, width, height, written, hashlib.sha256(data).hexdigest(), phash)
 
 
@@ -459,17 +462,17 @@ def _reason_for(e: BaseException) -> str:
     return "not_an_image"
 
 
-def _write_atomic(img: Image.Image, out_path: str, encoding: Encoding) -> int:
+def _write_atomic(img: Image.Image, out_path: str, encoding: Encoding, durable: bool = True) -> int:
     """Write ``img`` via a hidden temp file in the same folder and rename it into place, so
     ``out_path`` is either absent, the old file, or the complete new file. An OSError (full
     disk, a file where the folder should be, a name too long) is an ImageWriteError."""
     try:
-        return _write_file(img, out_path, encoding)
+        return _write_file(img, out_path, encoding, durable)
     except OSError as e:
         raise ImageWriteError(write_failure(e), f"{e.strerror or e}: {e.filename or out_path}") from None
 
 
-def _write_file(img: Image.Image, out_path: str, encoding: Encoding) -> int:
+def _write_file(img: Image.Image, out_path: str, encoding: Encoding, durable: bool) -> int:
     # PNG is encoded before the temp file exists; JPEG and WebP are written by Pillow.
     encoded = encode_png(img, encoding.png_compress_level) if encoding.format == "png" else None
     folder = os.path.dirname(os.path.abspath(out_path))
@@ -484,7 +487,8 @@ def _write_file(img: Image.Image, out_path: str, encoding: Encoding) -> int:
             else:
                 img.save(f, format=ENCODERS[encoding.format][0], quality=encoding.quality)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
             written = f.tell()
         os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; dataset images are meant to be shared
         os.replace(tmp_path, out_path)

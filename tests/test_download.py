@@ -314,3 +314,49 @@ def test_download_progress_on_a_terminal_is_one_live_line():
         "\r\x1b[Kprogress [     2s] download: 4/4 done, 2.0/s, done, failed 1\n")
     progress.close()  # nothing left open
     assert stream.getvalue().endswith("failed 1\n")
+
+
+async def test_an_empty_file_left_by_a_power_cut_is_written_again(shop_server, tmp_path):
+    """Images are not fsynced one by one (one sync at the end): a power cut before it can leave
+    empty files, which the next download writes again, where whole ones are kept."""
+    from ilid_async import download
+    from ilid_async.config import HttpSettings
+
+    base = shop_server.base_url
+    entries = [entry(0, f"{base}/img/hinge-1.jpg", "hinge/id-0.png"),
+               entry(1, f"{base}/img/handle-5.jpg", "hinge/id-1.png")]
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps(entries))
+    folder = tmp_path / "images" / "hinge"
+    folder.mkdir(parents=True)
+    (folder / "id-0.png").write_bytes(b"")  # the data never reached the disk
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(folder / "id-1.png")  # whole: kept
+    report = await download.download_dataset(
+        dataset, tmp_path / "images", width=64, height=64, workers=1,
+        http_settings=HttpSettings(allow_loopback=True, per_host_rate=0))
+    assert (report.downloaded, report.skipped_existing) == (1, 1)
+    with Image.open(folder / "id-0.png") as img:
+        assert img.size == (64, 64) and img.getpixel((0, 0)) != (1, 2, 3)
+    with Image.open(folder / "id-1.png") as img:
+        assert img.getpixel((0, 0)) == (1, 2, 3)
+
+
+async def test_images_are_synced_once_before_the_dataset_file_names_them(shop_server, tmp_path, monkeypatch):
+    from ilid_async import download
+    from ilid_async.config import HttpSettings
+
+    base = shop_server.base_url
+    entries = [entry(i, f"{base}/img/hinge-1.jpg", f"hinge/id-{i}.png") for i in range(3)]
+    dataset = tmp_path / "ilid.json"
+    dataset.write_bytes(orjson.dumps(entries))
+    out = tmp_path / "downloaded.json"
+    syncs = []
+    real_sync = os.sync
+    monkeypatch.setattr(download.os, "sync", lambda: (syncs.append(
+        (sorted(p.name for p in (tmp_path / "images" / "hinge").iterdir()), out.exists())), real_sync()))
+    report = await download.download_dataset(
+        dataset, tmp_path / "images", width=64, height=64, workers=1, dataset_downloaded=out,
+        http_settings=HttpSettings(allow_loopback=True, per_host_rate=0))
+    assert report.downloaded == 3
+    assert syncs == [(["id-0.png", "id-1.png", "id-2.png"], False)]  # once, all images, no dataset yet
+    assert out.exists()

@@ -833,3 +833,15 @@ def test_alpha_onto_white_equals_alpha_composite_for_every_colour_and_alpha():
     la = rgba.convert("LA")  # the other alpha modes go through RGBA
     expected = Image.alpha_composite(white, la.convert("RGBA")).convert("RGB")
     assert to_rgb(la).tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("durable, fsyncs", [(True, 1), (False, 0)])
+def test_durable_writes_fsync_the_image_before_the_rename(tmp_path, monkeypatch, durable, fsyncs):
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(images.os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    out = tmp_path / "d.png"
+    transform_image(encode(noise(40, 30)), str(out), 32, 32, durable=durable)
+    assert len(calls) == fsyncs
+    with Image.open(out) as img:
+        assert img.size == (32, 32)
