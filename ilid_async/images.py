@@ -22,7 +22,6 @@ import warnings
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from importlib.metadata import version
 from importlib.util import find_spec
 
 import deflate  # libdeflate: the PNG writer's compressor (encode_png)
@@ -123,7 +122,7 @@ ENCODERS = {"png": ("PNG", "png"), "jpeg": ("JPEG", "jpg"), "webp": ("WEBP", "we
 # same level. On 512x512 photos (issue 14) it was 4x faster than zlib at level 6 (14.7 ms against
 # Pillow's 69.7 ms) with files no larger (186 KiB against 190 KiB), and at level 1 4.7 ms against
 # 19.3 ms with smaller files (206 against 226 KiB).
-PNG_ENCODER = f"libdeflate (deflate {version('deflate')}), Up filter"
+PNG_ENCODER = f"libdeflate (deflate {getattr(deflate, '__version__', '?')}), Up filter"  # no metadata lookup at start-up
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_UP = 2
 
