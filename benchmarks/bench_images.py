@@ -24,7 +24,7 @@ start to exit:
 for PNG levels 1 and 6 (--levels). It prints images/s, images written and failures per side,
 ilid-async / img2dataset, and ilid-async's share of the single-process limit x cores (the goal:
 >= 2x and >= 80%) and the mean size of the PNGs each side wrote (the same level should give like
-sizes), under a header naming the Pillow flavour, PNG writer and WebP decoder in use.
+sizes), under a header naming the Pillow flavour, PNG writer and PNG/WebP decoders in use.
 
     python3.11 -m venv .venv-img2dataset && .venv-img2dataset/bin/pip install img2dataset
     .venv/bin/python benchmarks/bench_images.py [--images 1000] [--levels 1 6] [--img2dataset PATH]
@@ -70,11 +70,17 @@ def pillow_flavour() -> str:
 
 
 def codecs() -> str:
-    """ilid-async's PNG writer and WebP decoder, as images.py names them."""
+    """ilid-async's PNG writer and its own PNG/WebP decoders, as images.py names them."""
     import ilid_async.images as images
 
-    return (f"PNG writer {getattr(images, 'PNG_ENCODER', 'Pillow zlib')}, "
-            f"WebP decoder {getattr(images, 'WEBP_DECODER', 'Pillow')}")
+    still = getattr(images, "STILL_DECODER", "Pillow")
+    if still == "imagecodecs":
+        import imagecodecs
+
+        still = (f"imagecodecs {imagecodecs.__version__} ({imagecodecs.png_version()}, "
+                 f"{imagecodecs.webp_version()})")
+    return (f"PNG writer {getattr(images, 'PNG_ENCODER', 'Pillow zlib')}; "
+            f"8-bit RGB(A) PNG and still WebP decoder {still}")
 
 
 def peer_version(command: str) -> str:

@@ -5,8 +5,9 @@ downloaded bytes and a target path and either writes the finished image atomical
 ``ImageError`` with a short reason. It also returns two hashes for finding duplicates: SHA-256
 of the downloaded bytes (exact copies) and a 64-bit perceptual hash of the picture (near
 copies: the same photo re-encoded or resized). Only Pillow APIs that also exist in Pillow 9.x /
-pillow-simd are used. PNGs are written by libdeflate (encode_png) and still WebPs decoded by
-libwebp directly (decode_webp); Pillow does the rest.
+pillow-simd are used. PNGs are written by libdeflate (encode_png); 8-bit RGB(A) PNGs and still
+WebPs are decoded by libpng and libwebp through imagecodecs (decode_png, decode_webp); Pillow
+does the rest.
 """
 
 from __future__ import annotations
@@ -151,53 +152,88 @@ def encode_png(img: Image.Image, level: int) -> bytes:
                      _png_chunk(b"IDAT", deflate.zlib_compress(filtered, level)), _png_chunk(b"IEND", b"")))
 
 
-# pywebp imports numpy and cffi: loaded by the first WebP, not with this module.
-WEBP_DECODER = "libwebp (pywebp)" if find_spec("webp") is not None else "Pillow"
+# imagecodecs (libpng 1.6, libwebp 1.6): imported by the first PNG or WebP, not with
+# this module (workers that only see JPEGs never load it).
+STILL_DECODER = "imagecodecs" if find_spec("imagecodecs") is not None else "Pillow"
 
 
 @functools.lru_cache(maxsize=1)
-def _libwebp():
+def _imagecodecs():
     try:
-        from webp import ffi, lib
-    except ImportError:  # pragma: no cover - webp is a dependency; this is the fallback
+        import imagecodecs
+    except ImportError:  # pragma: no cover - imagecodecs is a dependency; this is the fallback
         return None
-    return ffi, lib
+    return imagecodecs
 
 
 def decode_webp(data: bytes, img: Image.Image) -> Image.Image | None:
     """The pixels of the still WebP ``data`` (opened lazily as ``img``) decoded by libwebp
-    straight into RGB or RGBA, or None where Pillow must decode it (animated, pywebp missing, or
-    a file libwebp refuses: Pillow then gives the reason). Pillow decodes every WebP through
-    libwebp's animation decoder into RGBA and converts: 25 ms against 12 ms for the photos of
-    bench_images. ``img``'s size has been checked against the pixel cap; its EXIF (orientation)
-    is carried over."""
-    if getattr(img, "is_animated", False) or img.mode not in ("RGB", "RGBA") or _libwebp() is None:
+    straight into RGB or RGBA, or None where Pillow must decode it (animated, imagecodecs
+    missing, or a file libwebp refuses: Pillow then gives the reason). Pillow decodes every
+    WebP through libwebp's animation decoder into RGBA and converts: 27 ms against 15 ms for
+    the photos of bench_images. ``img``'s size has been checked against the pixel cap; its EXIF
+    (orientation) is carried over."""
+    codecs = _imagecodecs()
+    if getattr(img, "is_animated", False) or img.mode not in ("RGB", "RGBA") or codecs is None:
         return None
-    ffi, lib = _libwebp()
-    config = ffi.new("WebPDecoderConfig*")
-    if not lib.WebPInitDecoderConfig(config):
+    try:
+        pixels = codecs.webp_decode(data, hasalpha=img.mode == "RGBA")
+    except Exception:  # noqa: BLE001 - imagecodecs.WebpError and friends: Pillow decides
         return None
-    features = ffi.addressof(config, "input")
-    source = ffi.from_buffer(data)
-    if lib.WebPGetFeatures(source, len(data), features) != lib.VP8_STATUS_OK:
+    return _from_pixels(pixels, img, img.info.get("exif"))
+
+
+# PNG colour types libpng gives us as Pillow would (8-bit RGB, RGBA); the rest goes to Pillow.
+_PNG_RGB, _PNG_RGBA = 2, 6
+_EXIF_HEADER = b"Exif\x00\x00"  # how Pillow keeps a PNG's eXIf chunk in info["exif"]
+
+
+def png_plan(data: bytes) -> tuple[bool, bytes | None]:
+    """(whether libpng may decode this PNG, its EXIF) from a walk over the chunk headers, which
+    reads no pixels. Pillow's PNG reader decodes the whole image to find an EXIF chunk after the
+    image data; this walk finds it wherever it is. Only 8-bit RGB and RGBA without a tRNS colour
+    key and not animated (APNG) are libpng's; others, and any walk that does not add up, are
+    Pillow's."""
+    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return False, None
+    depth, colour_type = data[24], data[25]
+    usable = depth == 8 and colour_type in (_PNG_RGB, _PNG_RGBA)
+    exif = None
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if kind in (b"tRNS", b"acTL"):
+            usable = False
+        elif kind == b"eXIf" and exif is None:
+            exif = _EXIF_HEADER + data[at + 8:at + 8 + length]
+        elif kind == b"IEND":
+            break
+        at += 12 + length
+    return usable, exif
+
+
+def decode_png(data: bytes, img: Image.Image, exif: bytes | None) -> Image.Image | None:
+    """The pixels of the 8-bit RGB or RGBA PNG ``data`` (``png_plan`` said yes; opened lazily as
+    ``img``, its size checked against the pixel cap) decoded by libpng: 20 ms
+    against Pillow's 28 ms for the PNGs of bench_images. None where Pillow must decode it (a
+    file libpng refuses: Pillow gives the reason)."""
+    codecs = _imagecodecs()
+    if codecs is None:
         return None
-    if (features.width, features.height) != img.size or features.has_animation:
+    try:
+        pixels = codecs.png_decode(data)
+    except Exception:  # noqa: BLE001 - imagecodecs.PngError: a damaged file, Pillow decides
         return None
-    mode = "RGBA" if features.has_alpha else "RGB"
+    return _from_pixels(pixels, img, exif)
+
+
+def _from_pixels(pixels, img: Image.Image, exif: bytes | None) -> Image.Image | None:
     w, h = img.size
-    pixels = bytearray(w * h * len(mode))
-    config.output.colorspace = lib.MODE_RGBA if features.has_alpha else lib.MODE_RGB
-    config.output.is_external_memory = 1  # into our buffer: libwebp allocates nothing
-    config.output.u.RGBA.rgba = ffi.cast("uint8_t*", ffi.from_buffer(pixels))
-    config.output.u.RGBA.stride = w * len(mode)
-    config.output.u.RGBA.size = len(pixels)
-    status = lib.WebPDecode(source, len(data), config)
-    lib.WebPFreeDecBuffer(ffi.addressof(config, "output"))
-    if status != lib.VP8_STATUS_OK:
-        return None
-    decoded = Image.frombuffer(mode, (w, h), pixels, "raw", mode, 0, 1)
-    if "exif" in img.info:
-        decoded.info["exif"] = img.info["exif"]
+    if pixels.dtype != "uint8" or pixels.shape not in ((h, w, 3), (h, w, 4)):
+        return None  # not what the header promised: Pillow decides
+    decoded = Image.fromarray(pixels)
+    if exif:
+        decoded.info["exif"] = exif
     return decoded
 
 
@@ -368,7 +404,12 @@ def transform_image(
     encoding = encoding or Encoding()
     img = _open_checked(data, max_pixels)
     with img:
-        orientation = _orientation(img)
+        decoded = None  # the pixels, where a decoder of our own got them (else img's, below)
+        if img.format == "PNG":
+            # Before the orientation: Pillow's PNG reader decodes every pixel to find the EXIF.
+            usable, exif = png_plan(data)
+            decoded = decode_png(data, img, exif) if usable else None
+        orientation = _orientation(img if decoded is None else decoded)
         src_w, src_h = img.size
         if orientation in (5, 6, 7, 8):  # these orientations swap width and height
             src_w, src_h = src_h, src_w
@@ -378,11 +419,12 @@ def transform_image(
             # much faster for big photos, and the resize below still does the final filtering.
             raw = (fit_h, fit_w) if orientation in (5, 6, 7, 8) else (fit_w, fit_h)
             img.draft("RGB", raw)
-        pixels = decode_webp(data, img) if img.format == "WEBP" else None
-        if pixels is None:
+        if img.format == "WEBP":
+            decoded = decode_webp(data, img)
+        if decoded is None:
             _load(img)
-            pixels = img
-        rgb = to_rgb(pixels)  # may be img itself, so stay inside the with block
+            decoded = img
+        rgb = to_rgb(decoded)  # may be img itself, so stay inside the with block
         if rgb.size != (fit_w, fit_h):
             # Pillow's bicubic is antialiased when shrinking (its support widens with the scale);
             # see _REDUCING_GAP. Plain BOX all the way was faster still but blocky at mild

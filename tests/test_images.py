@@ -705,12 +705,12 @@ def test_geometry_is_the_same_at_every_png_level(tmp_path, size):
     assert outs[0] == outs[1]
 
 
-# --- WebP decoded by libwebp (issue 14) -------------------------------------------------------
+# --- PNG and WebP decoded by libpng and libwebp through imagecodecs (issue 14) ---------------
 
-needs_libwebp = pytest.mark.skipif(images.WEBP_DECODER == "Pillow", reason="pywebp is not installed")
+needs_imagecodecs = pytest.mark.skipif(images.STILL_DECODER == "Pillow", reason="imagecodecs is not installed")
 
 
-@needs_libwebp
+@needs_imagecodecs
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
 @pytest.mark.parametrize("size", [(1, 1), (97, 131), (640, 480)])
 def test_libwebp_decodes_a_lossless_webp_to_pillows_pixels(mode, size):
@@ -725,7 +725,7 @@ def test_libwebp_decodes_a_lossless_webp_to_pillows_pixels(mode, size):
         assert decoded.tobytes() == probe.tobytes() == img.tobytes()
 
 
-@needs_libwebp
+@needs_imagecodecs
 def test_libwebp_decodes_a_lossy_webp_like_pillow():
     img = photo_like(800, 600, seed=8)
     data = encode(img, "WEBP", quality=80)
@@ -736,7 +736,7 @@ def test_libwebp_decodes_a_lossy_webp_like_pillow():
         assert psnr(decoded, probe) >= 50  # the same codec; versions may round differently
 
 
-@needs_libwebp
+@needs_imagecodecs
 def test_libwebp_leaves_animated_and_broken_webps_to_pillow(tmp_path):
     frames = [Image.new("RGB", (20, 20), c) for c in (BLUE, RED)]
     animated = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True)
@@ -753,27 +753,160 @@ def test_libwebp_leaves_animated_and_broken_webps_to_pillow(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-@needs_libwebp
+@needs_imagecodecs
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
-def test_libwebp_keeps_the_exif_orientation(tmp_path, orientation):
+def test_our_decoders_keep_the_exif_orientation(tmp_path, fmt, orientation):
     from PIL import ImageOps
 
     exif = Image.Exif()
     exif[0x0112] = orientation
-    data = encode(distinct(7, 4), "WEBP", lossless=True, exif=exif)
+    data = encode(distinct(7, 4), fmt, exif=exif, **({"lossless": True} if fmt == "WEBP" else {}))
     expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
     result = transform_image(data, str(tmp_path / "o.png"), *expected.size)
     assert (result.source_width, result.source_height) == expected.size
     assert Image.open(tmp_path / "o.png").tobytes() == expected.convert("RGB").tobytes()
 
 
-def test_webp_without_pywebp_goes_through_pillow_to_the_same_file(tmp_path, monkeypatch):
-    data = encode(photo_like(300, 200, seed=2), "WEBP", lossless=True)
-    transform_image(data, str(tmp_path / "a.png"), 64, 64)
-    monkeypatch.setattr(images, "_libwebp", lambda: None)
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        chunks.append((data[at + 4:at + 8], data[at + 8:at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+def png_from_chunks(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        for kind, body in chunks)
+
+
+@needs_imagecodecs
+@pytest.mark.parametrize("orientation", [6, 8])  # they swap the sides, so a miss shows in the size
+def test_a_png_exif_chunk_after_the_pixels_still_turns_the_picture(tmp_path, orientation):
+    # Some writers put eXIf after IDAT; Pillow finds it only once every pixel is decoded, our
+    # chunk walk finds it without.
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    chunks = png_chunks(encode(distinct(7, 4), "PNG", exif=exif))
+    exif_chunk = next(c for c in chunks if c[0] == b"eXIf")
+    chunks.remove(exif_chunk)
+    chunks.insert(-1, exif_chunk)  # just before IEND
+    data = png_from_chunks(chunks)
+    assert images.png_plan(data) == (True, b"Exif\x00\x00" + exif_chunk[1])
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    assert expected.size == (4, 7)  # Pillow turned it too
+    result = transform_image(data, str(tmp_path / "o.png"), *expected.size)
+    assert (result.source_width, result.source_height) == expected.size
+    assert Image.open(tmp_path / "o.png").tobytes() == expected.tobytes()
+
+
+@needs_imagecodecs
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("size", [(1, 1), (97, 131), (640, 480)])
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_libpng_decodes_a_png_to_pillows_pixels(mode, size, level):
+    img = photo_like(*size, seed=size[1])
+    if mode == "RGBA":
+        img.putalpha(Image.linear_gradient("L").resize(size))
+    data = encode(img, "PNG", compress_level=level)
+    assert images.png_plan(data) == (True, None)
+    with Image.open(io.BytesIO(data)) as probe:
+        decoded = images.decode_png(data, probe, None)
+        probe.load()
+        assert decoded is not None and decoded.mode == probe.mode == mode
+        assert decoded.tobytes() == probe.tobytes()
+
+
+def pngs_left_to_pillow() -> dict[str, bytes]:
+    rgb = photo_like(40, 30, seed=3)
+    frames = [Image.new("RGB", (20, 20), c) for c in (BLUE, RED)]
+    return {
+        "grey": encode(rgb.convert("L")),
+        "grey+alpha": encode(rgb.convert("LA")),
+        "palette": encode(rgb.convert("P")),
+        "16-bit grey": encode(Image.linear_gradient("L").resize((40, 30)).convert("I;16")),
+        "RGB colour key": encode(rgb, transparency=tuple(rgb.getpixel((0, 0)))),
+        "animated": encode(frames[0], save_all=True, append_images=frames[1:], duration=100),
+        "not a PNG": encode(rgb, "JPEG"),
+    }
+
+
+@needs_imagecodecs
+@pytest.mark.parametrize("name", list(pngs_left_to_pillow()))
+def test_pngs_libpng_would_read_differently_go_to_pillow(tmp_path, monkeypatch, name):
+    data = pngs_left_to_pillow()[name]
+    assert images.png_plan(data)[0] is False
+    ours = transform_image(data, str(tmp_path / "a.png"), 32, 32)
+    monkeypatch.setattr(images, "_imagecodecs", lambda: None)
+    pillows = transform_image(data, str(tmp_path / "b.png"), 32, 32)
+    assert ours == pillows
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+@needs_imagecodecs
+def test_a_png_16_bits_deep_goes_to_pillow():
+    import numpy as np
+
+    deep = np.random.default_rng(1).integers(0, 65535, (20, 30, 3), dtype=np.uint16)
+    import imagecodecs
+
+    data = imagecodecs.png_encode(deep)
+    assert data[24] == 16 and images.png_plan(data) == (False, None)
+
+
+def outcome(data: bytes, path: Path) -> tuple:
+    """What transform_image makes of ``data``: the reason it refused, or the result and file."""
+    try:
+        result = transform_image(data, str(path), 64, 64)
+    except ImageError as e:
+        assert not path.exists()
+        return ("refused", e.reason)
+    return ("written", result, path.read_bytes())
+
+
+@needs_imagecodecs
+@pytest.mark.parametrize("damage", ["truncated", "bad crc", "chunk walk runs off", "bad pixel data"])
+def test_a_damaged_png_ends_as_pillow_alone_would_end_it(tmp_path, monkeypatch, damage):
+    data = bytearray(encode(noise(300, 200)))
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "bad crc":
+        data[len(data) // 2] ^= 0xFF  # inside the image data: its CRC no longer matches
+    elif damage == "chunk walk runs off":
+        data[33:37] = struct.pack(">I", 2**31)  # the first chunk after IHDR claims 2 GB
+    else:
+        idat = data.index(b"IDAT")
+        for i in range(idat + 10, idat + 400):  # a scrambled deflate stream, CRC made to fit
+            data[i] ^= 0x5A
+        (length,) = struct.unpack(">I", data[idat - 4:idat])
+        data[idat + 4 + length:idat + 8 + length] = struct.pack(">I", zlib.crc32(data[idat:idat + 4 + length]))
+    data = bytes(data)
+    with Image.open(io.BytesIO(data)) as probe:
+        usable, exif = images.png_plan(data)
+        assert not usable or images.decode_png(data, probe, exif) is None  # libpng refuses
+    ours = outcome(data, tmp_path / "a.png")
+    monkeypatch.setattr(images, "_imagecodecs", lambda: None)
+    assert ours == outcome(data, tmp_path / "b.png")
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_without_imagecodecs_pillow_writes_the_same_file(tmp_path, monkeypatch, fmt):
+    img = photo_like(300, 200, seed=2)
+    if fmt == "PNG":
+        img.putalpha(Image.linear_gradient("L").resize(img.size))
+    data = encode(img, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    first = transform_image(data, str(tmp_path / "a.png"), 64, 64)
+    monkeypatch.setattr(images, "_imagecodecs", lambda: None)
     with Image.open(io.BytesIO(data)) as probe:
         assert images.decode_webp(data, probe) is None
-    transform_image(data, str(tmp_path / "b.png"), 64, 64)
+        assert images.decode_png(data, probe, None) is None
+    assert transform_image(data, str(tmp_path / "b.png"), 64, 64) == first
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
