@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, free_port, report_ratio, write_crawl_config
+from common import free_port, report_ratio, write_crawl_config
 
 SPIDER = '''
 import scrapy

@@ -52,6 +52,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common import PROMPT, REPO, free_port
 from label_records import RECORDS
@@ -63,6 +64,9 @@ from ilid_async.label.openai_backend import NO_DIGITS_GRAMMAR, OpenAIBackend
 from ilid_async.label.prompt import (VALUE_STOPS, PromptRenderer, chat_format, clean_value, field_prefix,
                                      prompt_budget, value_end)
 from ilid_async.label.quality import label_quality, text_word_set
+
+if TYPE_CHECKING:
+    import aiohttp
 
 N_CTX = 2048  # tokens per record: the shared part (examples) is about 800, the longest record 600 more
 SIDES = ("sequential", "server", "backend", "schema", "engine")
@@ -433,7 +437,7 @@ def parse_labels(content: str, prompt: PromptConfig, item: BenchRecord) -> dict[
     return answer_or_none({name: clean_value(ruled_value(prompt, name, answer[name], item)) for name in names})
 
 
-async def post_json(session: "aiohttp.ClientSession", url: str, body: dict) -> dict:
+async def post_json(session: aiohttp.ClientSession, url: str, body: dict) -> dict:
     """POST and the JSON answer; an error status raises with the server's message."""
     async with session.post(url, json=body) as response:
         if response.status != 200:

@@ -9,7 +9,7 @@ import math
 import sys
 from pathlib import Path
 
-from .config import STAGES, HttpSettings, ImageSettings, SettingError, check_setting, load_config, load_shop
+from .config import STAGES, Config, HttpSettings, ImageSettings, SettingError, check_setting, load_config, load_shop
 from .errors import ItemError, UserError
 
 
@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(cfg, args.stages, replace_images=args.replace_images, recrawl=args.recrawl,
                         progress_interval=args.progress_interval)
     try:
-        run_event_loop(pipeline.run())
+        run_event_loop(run_with_demo(pipeline, cfg, args.stages))
         print(format_summary(pipeline.store))
         if "dataset" in args.stages:
             print(f"dataset: {cfg.dataset_path}  images: {cfg.images_dir}")
@@ -152,6 +152,32 @@ def _run(args: argparse.Namespace) -> int:
         print("stopped before the work was done; run the same command again to resume", file=sys.stderr)
         return 130
     return 0
+
+
+# The stages that fetch from shops: only they need the demo shop served.
+FETCHING_STAGES = frozenset({"crawl", "images"})
+
+
+async def run_with_demo(pipeline, cfg: Config, stages) -> None:
+    """Run ``pipeline``, serving the demo shop around it when the config enables it and a
+    stage fetches (`run --stages label,dataset` starts no server, and so cannot fail on a port
+    another demo run holds)."""
+    demo = cfg.demo
+    if not demo.enabled or not FETCHING_STAGES & set(stages):
+        await pipeline.run()
+        return
+    from .demo.server import start_demo_server
+
+    try:
+        server = await start_demo_server(demo.host, demo.port, demo.products, demo.seed)
+    except OSError as e:
+        raise UserError(f"{cfg.path}: key 'demo.port': cannot serve the demo shop on "
+                        f"{demo.host}:{demo.port} ({e.strerror})") from None
+    try:
+        pipeline.use_demo_shop(server.base_url)
+        await pipeline.run()
+    finally:
+        await server.close()
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -10,7 +10,6 @@ import posixpath
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -19,8 +18,8 @@ from .config import HttpSettings
 from .dataset import read_dataset, safe_join, write_json_atomic
 from .errors import ItemError, UserError
 from .http import HttpClient
-from .images import (ENCODERS, REASON_DISK_FULL, Encoding, ImageError, ImageResult, image_pool,
-                     transform_image)
+from .image_fetch import download_image
+from .images import ENCODERS, REASON_DISK_FULL, Encoding, ImageError, image_pool
 from .progress import LIVE_REFRESH, RateWindow, StageProgress, is_terminal
 from .store import disk_full_message
 from .workers import RestartingPool
@@ -114,23 +113,6 @@ class DownloadProgress:
             self._line_open = not last
         else:
             print(line, file=self.stream, flush=True)
-
-
-async def download_image(http: HttpClient, pool: Executor, url: str, target: Path, *, width: int,
-                         height: int, max_pixels: int, encoding: Encoding | None = None,
-                         max_bytes: int, check_robots: bool = False, durable: bool = True) -> ImageResult:
-    """SPEC 6 for one image: GET it, keep it only if 200 and an image content type, then fit,
-    pad and write it (PNG unless ``encoding`` says otherwise) in the pool. The pool worker
-    writes the file itself, atomically, and fsyncs it unless not ``durable`` (download_dataset
-    syncs once at the end): only the small result comes back. Raises ItemError / ImageError
-    with the reason."""
-    resp = await http.get(url, max_bytes=max_bytes, check_robots=check_robots)
-    if resp.status != 200:
-        raise ItemError(f"http_{resp.status}")
-    if resp.content_type.split("/", 1)[0] != "image":
-        raise ItemError("not_image_content_type", resp.content_type)
-    return await asyncio.get_running_loop().run_in_executor(
-        pool, transform_image, resp.body, str(target), width, height, max_pixels, encoding, durable)
 
 
 async def download_dataset(

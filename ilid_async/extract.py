@@ -25,7 +25,7 @@ from urllib.parse import urljoin
 # lexbor handles the plain CSS the shops use (`div.gallery img`, `[itemprop=name]`).
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
-from .structured import NO_DEADLINE, Deadline, PageTimeBudgetExceeded, _text_pieces, find_products
+from .structured import NO_DEADLINE, Deadline, PageTimeBudgetExceeded, text_pieces, find_products
 from .urls import split_url
 
 __all__ = [
@@ -169,7 +169,7 @@ def _select(node: LexborHTMLParser | LexborNode, css: str, deadline: Deadline) -
     return found
 
 
-def _candidate_images(nodes: list[LexborNode], deadline: Deadline = NO_DEADLINE) -> Iterator[LexborNode]:
+def candidate_images(nodes: list[LexborNode], deadline: Deadline = NO_DEADLINE) -> Iterator[LexborNode]:
     """img elements among the gallery matches, or inside matched containers."""
     for node in nodes:
         deadline.check()  # each container's search is a walk of its subtree
@@ -179,7 +179,7 @@ def _candidate_images(nodes: list[LexborNode], deadline: Deadline = NO_DEADLINE)
             yield from node.css("img")
 
 
-def _image_src(img: LexborNode) -> str | None:
+def image_src(img: LexborNode) -> str | None:
     """The img's source: `src`, or `data-src` (lazy loading) when src is missing."""
     attrs = img.attributes
     src = (attrs.get("src") or "").strip()
@@ -188,7 +188,7 @@ def _image_src(img: LexborNode) -> str | None:
     return src or None
 
 
-def _has_ending(src: str, endings: Sequence[str]) -> bool:
+def has_ending(src: str, endings: Sequence[str]) -> bool:
     """Whether the URL path (query and fragment ignored) ends with an allowed ending."""
     parts = split_url(src)
     if parts is None:  # a src no URL parser takes ("http://[oops/") is no image
@@ -197,7 +197,7 @@ def _has_ending(src: str, endings: Sequence[str]) -> bool:
     return any(path.endswith(ending.lower()) for ending in endings)
 
 
-def _base_url(tree: LexborHTMLParser, page_url: str) -> str:
+def page_base_url(tree: LexborHTMLParser, page_url: str) -> str:
     """The URL relative links resolve against: <base href> if any, as browsers do."""
     base = tree.css_first("base[href]")
     if base is not None:
@@ -210,10 +210,10 @@ def _base_url(tree: LexborHTMLParser, page_url: str) -> str:
 def _gallery_image(tree: LexborHTMLParser, css: str, page_url: str, endings: Sequence[str],
                    deadline: Deadline) -> str | None:
     """The first image matched by the gallery selector with an allowed ending, absolute."""
-    for img in deadline.checked(_candidate_images(_select(tree, css, deadline), deadline)):
-        src = _image_src(img)
-        if src is not None and _has_ending(src, endings):
-            return urljoin(_base_url(tree, page_url), src)
+    for img in deadline.checked(candidate_images(_select(tree, css, deadline), deadline)):
+        src = image_src(img)
+        if src is not None and has_ending(src, endings):
+            return urljoin(page_base_url(tree, page_url), src)
     return None
 
 
@@ -291,10 +291,10 @@ def _extract_with_selectors(
         return NotExtracted(REASON_NO_IMAGE)
 
     label_nodes = _select(tree, label, deadline)
-    label_text = "".join(_text_pieces(label_nodes[0], deadline)) if label_nodes else ""
+    label_text = "".join(text_pieces(label_nodes[0], deadline)) if label_nodes else ""
 
     data_nodes = _select(tree, data, deadline)
-    pieces = list(_text_pieces(data_nodes[0], deadline)) if data_nodes else []
+    pieces = list(text_pieces(data_nodes[0], deadline)) if data_nodes else []
 
     return RawRecord(image_url=image_url, label=label_text, data=pieces)
 
@@ -318,14 +318,14 @@ def _extract_with_structured(
         return NotExtracted(REASON_NOT_PRODUCT_PAGE)
     image_url = _gallery_image(tree, image, page_url, image_endings, deadline) if image else None
     label_nodes = _select(tree, label, deadline) if label else []
-    label_text = "".join(_text_pieces(label_nodes[0], deadline)) if label_nodes else ""
+    label_text = "".join(text_pieces(label_nodes[0], deadline)) if label_nodes else ""
     data_nodes = _select(tree, data, deadline) if data else []
-    pieces = list(_text_pieces(data_nodes[0], deadline)) if data_nodes else []
+    pieces = list(text_pieces(data_nodes[0], deadline)) if data_nodes else []
     has_label, has_data = bool(label_text.strip()), any(p.strip() for p in pieces)
     if product and image_url is not None and has_label and has_data:
         return RawRecord(image_url=image_url, label=label_text, data=pieces)
 
-    base_url = _base_url(tree, page_url)
+    base_url = page_base_url(tree, page_url)
     found = find_products(tree, base_url, page_url, deadline)
     if not product and not any(p.declares_product for p in found):
         return NotExtracted(REASON_NOT_PRODUCT_PAGE)
@@ -334,7 +334,7 @@ def _extract_with_structured(
         sources["image"] = ""
         for p in found:
             # The shop's allowed endings apply here too: they keep icons and other formats out.
-            image_url = next((u for u in deadline.checked(p.images) if _has_ending(u, image_endings)), None)
+            image_url = next((u for u in deadline.checked(p.images) if has_ending(u, image_endings)), None)
             if image_url is not None:
                 sources["image"] = p.source
                 break

@@ -30,8 +30,8 @@ from .errors import ItemError, UserError
 from .extract import REASON_PAGE_TIME_BUDGET, NotExtracted
 from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter
 from .http import HttpClient
+from .image_fetch import download_image
 from .label.quality import page_words, ungrounded_fields
-from .download import download_image
 from .images import (NO_SPACE_ERRNOS, REASON_DISK_FULL, Encoding, ImageError, ImageWriteError, image_pool,
                      write_failure)
 from .outputs import OutputPlan, find_duplicates, write_outputs
@@ -190,7 +190,6 @@ class Pipeline:
         self.engine = None
         self.pool: RestartingPool | None = None  # the image transforms'
         self.page_pool: PagePool | None = None
-        self.demo = None
         self.stages_running: list[Stage] = []
         self.pages_stage: Stage | None = None  # woken while sitemaps still download
         self.interrupted = False  # a signal asked us to stop before the work was done
@@ -214,7 +213,6 @@ class Pipeline:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, main)
         try:
-            await self._start_demo()
             async with HttpClient(self.cfg.http) as self.http:
                 await self._run_stages()
         except asyncio.CancelledError:
@@ -233,8 +231,6 @@ class Pipeline:
                 self.pool.shutdown(cancel_futures=True)
             if self.page_pool is not None:
                 self.page_pool.shutdown()
-            if self.demo is not None:
-                await self.demo.close()
             if self.fatal is not None:
                 self._keep_what_was_done()
             else:
@@ -282,18 +278,10 @@ class Pipeline:
                 except OSError as e:  # a folder of that name, say: in nobody's way
                     log.warning("cannot remove %s: %s", stale, e.strerror)
 
-    async def _start_demo(self) -> None:
-        demo = self.cfg.demo
-        if not demo.enabled:
-            return
-        from .demo.server import start_demo_server
-
-        try:
-            self.demo = await start_demo_server(demo.host, demo.port, demo.products, demo.seed)
-        except OSError as e:
-            raise UserError(f"{self.cfg.path}: key 'demo.port': cannot serve the demo shop on "
-                            f"{demo.host}:{demo.port} ({e.strerror})") from None
-        self.shops = {name: s.with_demo_url(self.demo.base_url) for name, s in self.shops.items()}
+    def use_demo_shop(self, base_url: str) -> None:
+        """Point the shops' demo placeholders at the demo shop serving at ``base_url`` (the
+        command layer starts and stops it around the run: cli.run_with_demo)."""
+        self.shops = {name: s.with_demo_url(base_url) for name, s in self.shops.items()}
 
     async def _run_stages(self) -> None:
         cfg = self.cfg

@@ -22,11 +22,11 @@ from .extract import (
     REASON_UNDECODABLE_PAGE,
     NotExtracted,
     RawRecord,
-    _base_url,
-    _candidate_images,
-    _has_ending,
-    _image_src,
-    _text_pieces,
+    page_base_url,
+    candidate_images,
+    has_ending,
+    image_src,
+    text_pieces,
     decode_page,
     extract_product,
 )
@@ -88,14 +88,14 @@ def _selector_hit(tree: LexborHTMLParser, name: str, css: str, page_url: str,
     if not nodes:
         return SelectorHit(name, css)
     if name == "image":
-        images = list(_candidate_images(nodes))
-        srcs = [src for img in images if (src := _image_src(img)) is not None]
-        chosen = next((s for s in srcs if _has_ending(s, endings)), None)
+        images = list(candidate_images(nodes))
+        srcs = [src for img in images if (src := image_src(img)) is not None]
+        chosen = next((s for s in srcs if has_ending(s, endings)), None)
         note = f"{len(images)} img, {len(srcs)} with src; "
         note += (f"first with an allowed ending: {chosen}" if chosen is not None
                  else f"none ends with {', '.join(endings) or '(any)'}")
         return SelectorHit(name, css, len(nodes), srcs[0] if srcs else "", note)
-    pieces = list(_text_pieces(nodes[0]))
+    pieces = list(text_pieces(nodes[0]))
     note = f"{sum(1 for p in pieces if p.strip())} text pieces" if name == "data" else ""
     return SelectorHit(name, css, len(nodes), _joined(pieces), note)
 
@@ -124,7 +124,7 @@ def check_page(shop: ShopConfig, body: bytes, page_url: str, charset: str | None
                          None, None, notes)
     tree = LexborHTMLParser(text)
     hits = [_selector_hit(tree, n, getattr(sel, n), page_url, shop.image_endings) for n in SELECTOR_NAMES]
-    structured = find_products(tree, _base_url(tree, page_url), page_url)
+    structured = find_products(tree, page_base_url(tree, page_url), page_url)
     # The decoded text, not the bytes: the same decoding as above, done once.
     result = extract_product(text, page_url, product=sel.product, image=sel.image, label=sel.label,
                              data=sel.data, image_endings=shop.image_endings,

@@ -120,7 +120,7 @@ class Deadline:
 NO_DEADLINE = Deadline(None)
 
 
-def _text_pieces(node: LexborNode, deadline: Deadline = NO_DEADLINE) -> Iterator[str]:
+def text_pieces(node: LexborNode, deadline: Deadline = NO_DEADLINE) -> Iterator[str]:
     """All descendant text nodes in document order, outside script/style."""
     for child in deadline.checked(node.traverse(include_text=True)):
         if not child.is_text_node:
@@ -206,7 +206,7 @@ def _fragment_pieces(text: str, deadline: Deadline = NO_DEADLINE) -> list[str]:
         return [text]
     body = LexborHTMLParser(text).body
     deadline.check()
-    return list(_text_pieces(body, deadline)) if body is not None else []
+    return list(text_pieces(body, deadline)) if body is not None else []
 
 
 # --- JSON-LD ----------------------------------------------------------------------------
@@ -385,7 +385,7 @@ def _has_content(node: LexborNode) -> bool:
 def _text_value(node: LexborNode, deadline: Deadline) -> str:
     if _has_content(node):
         return (node.attributes.get("content") or "").strip()
-    return "".join(_text_pieces(node, deadline))
+    return "".join(text_pieces(node, deadline))
 
 
 def _microdata_images(nodes: list[LexborNode], base_url: str, props: dict[int, Properties],
@@ -419,7 +419,7 @@ def _microdata_fields(item: LexborNode, props: dict[int, Properties], base_url: 
     own = props.get(item.mem_id, {})
     data: list[str] = []
     for node in own.get("description", [])[:1]:
-        data += [_text_value(node, deadline)] if _has_content(node) else list(_text_pieces(node, deadline))
+        data += [_text_value(node, deadline)] if _has_content(node) else list(text_pieces(node, deadline))
     for key, label in _EXTRA_PROPERTIES:
         value = _text_value(own[key][0], deadline).strip() if key in own else ""
         if value:

@@ -169,7 +169,7 @@ class TestShop:
             try:
                 body, ctype = self.image_bytes(path)
             except (KeyError, ValueError):
-                raise web.HTTPNotFound()
+                raise web.HTTPNotFound() from None
             return web.Response(body=body, content_type=ctype)
         raise web.HTTPNotFound()
 

@@ -72,7 +72,7 @@ def labelled_store(tmp_path, answers: list[dict | None]) -> Store:
     """A store with one record per answer, all with the page text PAGE; None = not labelled
     (left to label)."""
     store = Store(tmp_path / "state.sqlite")
-    for i, fields in enumerate(answers):
+    for i, _answer in enumerate(answers):
         store.add_pages("shop", [(f"http://a.test/p/{i}", None)])
         store.commit_page_record(f"http://a.test/p/{i}", record_id=f"r{i}", shop="shop", source="s",
                                  image_url=f"http://a.test/{i}.jpg", raw_label=PAGE[0], raw_data=PAGE[1],

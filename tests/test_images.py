@@ -768,15 +768,6 @@ def test_our_decoders_keep_the_exif_orientation(tmp_path, fmt, orientation):
     assert Image.open(tmp_path / "o.png").tobytes() == expected.convert("RGB").tobytes()
 
 
-def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    chunks, at = [], 8
-    while at < len(data):
-        (length,) = struct.unpack(">I", data[at:at + 4])
-        chunks.append((data[at + 4:at + 8], data[at + 8:at + 8 + length]))
-        at += 12 + length
-    return chunks
-
-
 def png_from_chunks(chunks: list[tuple[bytes, bytes]]) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + b"".join(
         struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))

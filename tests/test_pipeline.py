@@ -229,3 +229,49 @@ def test_jpeg_images_duplicates_dropped_and_every_output_format(tmp_path):
     assert [e["id"] for e in load_dataset(tmp_path)] == [h["id"] for h in heads]
     assert len(load_dataset(tmp_path)) == len(entries) - groups
     assert len(list((tmp_path / "run" / "webdataset").glob("*.tar"))) == (len(heads) + 1) // 2
+
+
+def demo_config(tmp_path, port: int):
+    from conftest import REPO
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[run]\ndir = "run"\nshops = ["{REPO / "shops" / "demo.toml"}"]\n'
+                      f'[demo]\nenabled = true\nport = {port}\nproducts = 5\n'
+                      '[http]\nallow_loopback = true\n')
+    return config
+
+
+def test_stages_that_fetch_nothing_start_no_demo_shop(tmp_path):
+    # The demo shop is served by the command around the run, and only for stages that fetch:
+    # with its port taken (another demo run, say), `--stages dataset` still works, and a crawl
+    # stops with one line naming the key.
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        config = demo_config(tmp_path, holder.getsockname()[1])
+        dataset = run_cli("run", str(config), "--stages", "dataset", timeout=120)
+        assert dataset.returncode == 0, dataset.stderr
+        assert orjson.loads((tmp_path / "run" / "ilid.json").read_bytes()) == []
+        crawl = run_cli("run", str(config), "--stages", "crawl", timeout=120)
+    assert crawl.returncode == 2
+    lines = crawl.stderr.strip().splitlines()
+    assert len(lines) == 1 and "key 'demo.port': cannot serve the demo shop" in lines[0], crawl.stderr
+
+
+def test_the_demo_shop_is_served_while_a_crawl_runs(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = demo_config(tmp_path, port)
+    crawl = run_cli("run", str(config), "--stages", "crawl", timeout=300)
+    assert crawl.returncode == 0, crawl.stderr
+    db = sqlite3.connect(tmp_path / "run" / "state.sqlite")
+    (records,) = db.execute("SELECT count(*) FROM records").fetchone()
+    db.close()
+    assert records > 0  # pages of the demo shop were fetched and extracted
+    with socket.socket() as after:  # and the server is gone with the run
+        after.bind(("127.0.0.1", port))

@@ -1,0 +1,81 @@
+"""The import graph of the package against docs/architecture.md: every module on a layer, every
+import (function-level ones too) to a lower layer, so no cycles; no private names across modules."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "ilid_async"
+ROW = re.compile(r"^\|\s*(\d+)\s*\|\s*`(ilid_async[\w.]*)`\s*\|")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def layers() -> dict[str, int]:
+    rows = (ROW.match(line) for line in (REPO / "docs" / "architecture.md").read_text().splitlines())
+    return {m.group(2): int(m.group(1)) for m in rows if m}
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> list[tuple[str, str, int]]:
+    """(imported module, imported name or "", line) for every import of the package in ``path``."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("ilid_async"):
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.append((sub, "", node.lineno) if sub in known else (target, alias.name, node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, "", node.lineno) for a in node.names if a.name.startswith("ilid_async")]
+    return found
+
+
+def test_every_module_has_a_layer_in_the_architecture_note():
+    known, placed = modules(), layers()
+    assert sorted(set(known) - set(placed)) == []  # a new module needs its row
+    assert sorted(set(placed) - set(known)) == []  # a row for a module that is gone
+
+
+def test_every_import_goes_down_a_layer():
+    known, placed = modules(), layers()
+    upward = []
+    for name, path in known.items():
+        for target, _, line in imports(name, path, known):
+            if target in placed and placed[target] >= placed[name]:
+                upward.append(f"{path.relative_to(REPO)}:{line}: {name} (layer {placed[name]}) imports "
+                              f"{target} (layer {placed[target]})")
+    assert upward == []
+
+
+def test_no_module_imports_private_names_of_another():
+    known = modules()
+    private = [f"{path.relative_to(REPO)}:{line}: {target}.{symbol}"
+               for name, path in known.items()
+               for target, symbol, line in imports(name, path, known)
+               if symbol.startswith("_") and target != name]
+    assert private == []
+
+
+def test_the_check_sees_function_level_and_relative_imports(tmp_path):
+    # The checker itself: a late relative import and a private name must be found.
+    source = tmp_path / "probe.py"
+    source.write_text("def f():\n    from ..config import _hidden\n    from . import prompt\n")
+    known = {"ilid_async.config": Path(), "ilid_async.label.prompt": Path()}
+    assert imports("ilid_async.label.probe", source, known) == [
+        ("ilid_async.config", "_hidden", 2), ("ilid_async.label.prompt", "", 3)]
