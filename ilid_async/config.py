@@ -27,7 +27,7 @@ from .label.quality import GROUNDED_FIELDS, first_word_not_from_text, text_word_
 DEMO_PLACEHOLDER = "{demo}"
 LabelField = Literal["label_long", "label_short", "description", "material", "material_finish"]
 LABEL_FIELDS: tuple[str, ...] = typing.get_args(LabelField)
-# The prompt's own word limits (SPEC 3): a short label of at most 4 words, a description of at
+# The prompt's own word limits (rules §3): a short label of at most 4 words, a description of at
 # most 30; material and finish are short phrases.
 DEFAULT_MAX_WORDS = {"label_short": 4, "description": 30, "material": 5, "material_finish": 5}
 PACKAGED_PROMPT = Path(__file__).parent / "prompts" / "default.toml"
@@ -230,7 +230,7 @@ class ShopConfig(_Table, kw_only=True):
         return self.replace(robots_urls=sub(self.robots_urls), sitemap_urls=sub(self.sitemap_urls))
 
     def page_action(self, url: str) -> str | None:
-        """SPEC 1: the first sitemap rule whose regex matches the URL decides; None = not visited."""
+        """rules §1: the first sitemap rule whose regex matches the URL decides; None = not visited."""
         for pattern, action in self._compiled_rules:
             if pattern.search(url):
                 return action

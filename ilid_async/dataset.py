@@ -1,16 +1,17 @@
-"""The dataset file (SPEC section 5): stable ids, entries in the ILID key order, duplicate image
+"""The dataset file (rules §5): stable ids, entries in the ILID key order, duplicate image
 URLs skipped, and one JSON array written atomically."""
 
 from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
+
+from .atomic import write_atomic
 
 DATASET_KEYS: tuple[str, ...] = (
     "id",
@@ -68,54 +69,25 @@ def make_entry(
 
 
 def write_json_atomic(path: str | os.PathLike[str], entries: Iterable[dict[str, Any]]) -> int:
-    """Write ``entries`` as one JSON array to ``path`` atomically and return how many.
+    """Write ``entries`` as one JSON array to ``path`` atomically and durably (atomic.py) and
+    return how many.
 
     Entries are serialised one at a time, so a generator over a large store never has to be
     held in memory. Readers see either the old file or the complete new one, also after a crash
     or an exception raised by ``entries``.
     """
-    target = pathlib.Path(path)
-    folder = target.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=folder)
-    tmp = pathlib.Path(tmp_name)
-    count = 0
-    try:
-        with open(fd, "wb") as f:
-            f.write(b"[")
-            for entry in entries:
-                if count:
-                    f.write(b",\n")
-                f.write(orjson.dumps(entry))
-                count += 1
-            f.write(b"]\n")
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.chmod(_mode_for(target))
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)  # make the rename itself survive a power cut
-    return count
+    def write(f) -> int:
+        count = 0
+        f.write(b"[")
+        for entry in entries:
+            if count:
+                f.write(b",\n")
+            f.write(orjson.dumps(entry))
+            count += 1
+        f.write(b"]\n")
+        return count
 
-
-def _mode_for(target: pathlib.Path) -> int:
-    # mkstemp creates 0600; keep the mode of the file we replace, else a readable default.
-    try:
-        return target.stat().st_mode & 0o777
-    except FileNotFoundError:
-        return 0o644
-
-
-def _fsync_dir(folder: pathlib.Path) -> None:
-    if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a directory to fsync it
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return write_atomic(path, write)
 
 
 def read_dataset(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""`ilid-async download`: the original downloader's command line (SPEC 6) for people who have
+"""`ilid-async download`: the original downloader's command line (rules §6) for people who have
 ILID's metadata file and only want the images. Same fetch layer and image transform as `run`."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class DownloadReport:
 
 
 def image_file(image: str, encoding: Encoding | None) -> str:
-    """The file written for a dataset ``image`` value. PNG (the default, SPEC 6) writes the value
+    """The file written for a dataset ``image`` value. PNG (the default, rules §6) writes the value
     as it is; JPEG and WebP write it with its image ending (``.png``, ``.jpg``, ``.jpeg``,
     ``.webp``) replaced by the format's (``.jpg``, ``.webp``), or the format's added when it has
     none, so a file's ending always says its format."""
@@ -130,7 +130,7 @@ async def download_dataset(
     progress_interval: float = 0.0,
     progress_stream: TextIO | None = None,
 ) -> DownloadReport:
-    """SPEC 6: download, fit and write the image of every entry of ``dataset_file`` under
+    """rules §6: download, fit and write the image of every entry of ``dataset_file`` under
     ``folder`` (see ``image_file`` for the file names of JPEG and WebP), then write the entries
     whose image exists, their ``image`` naming the file written, to ``dataset_downloaded`` (or
     over ``dataset_file``). ``progress_interval`` > 0 reports progress on ``progress_stream``
@@ -205,7 +205,7 @@ async def download_dataset(
     if hasattr(os, "sync"):
         await asyncio.to_thread(os.sync)
 
-    # SPEC 6: the entries whose image exists, to a second file or over the input file; with
+    # rules §6: the entries whose image exists, to a second file or over the input file; with
     # JPEG or WebP their `image` names the file written (image_file). The paths are the ones
     # checked above (resolving each again cost 0.45 ms an entry, after all the images).
     def downloaded() -> Iterator[dict]:

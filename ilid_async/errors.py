@@ -1,4 +1,4 @@
-"""The two kinds of failure (DESIGN.md): a user error stops the command with one line and exit
+"""The two kinds of failure (docs/architecture.md): a user error stops the command with one line and exit
 code 2; an item error is recorded on its item and never stops the run."""
 
 

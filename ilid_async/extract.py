@@ -1,4 +1,4 @@
-"""Product page bytes -> raw record (SPEC 1), with selectolax's lexbor backend.
+"""Product page bytes -> raw record (rules §1), with selectolax's lexbor backend.
 
 Only the parsing half of the original spider lives here: given a fetched page
 and the shop's CSS selectors, find the product image, the label and the data
@@ -230,7 +230,7 @@ def extract_product(
     structured_fallback: bool = False,
     time_budget: float | None = PAGE_TIME_BUDGET,
 ) -> RawRecord | NotExtracted:
-    """Extract the raw record of one product page (SPEC 1).
+    """Extract the raw record of one product page (rules §1).
 
     `product`, `image`, `label` and `data` are the shop's CSS selectors;
     `charset` is an optional charset from the HTTP Content-Type header.

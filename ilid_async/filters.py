@@ -1,6 +1,6 @@
 """Pre-filter and post-filter of ILID records as pure functions.
 
-These are the rules of SPEC sections 2 (pre-filtering), 3 (the "no value" rule)
+These are the rules of rules §2 (pre-filtering), 3 (the "no value" rule)
 and 4 (post-filtering).  Nothing here does I/O, so every stage (and the tests)
 can call them directly.
 """
@@ -86,7 +86,7 @@ class Labels:
     folder: str
 
 
-# --- pre-filter (SPEC 2) -------------------------------------------------------
+# --- pre-filter (rules §2) -------------------------------------------------------
 
 _CONTROL_WS = re.compile(r"[\n\r\t]")
 _DIGITS = re.compile(r"\d+")
@@ -119,7 +119,7 @@ def _clean_text(text: str, tradename: re.Pattern[str] | None) -> str:
 def prefilter_record(
     label: str, data: list[str], tradename: re.Pattern[str] | None
 ) -> Cleaned | Rejected:
-    """Apply SPEC 2 rules 2..7, in order, to one record."""
+    """Apply rules §2 rules 2..7, in order, to one record."""
     # Rule 2: only a truly empty label is dropped here; a whitespace-only one
     # is dropped by rule 7 once it is stripped.
     if not label:
@@ -171,7 +171,7 @@ def prefilter(
     return kept, rejected
 
 
-# --- "no value" rule (SPEC 3) --------------------------------------------------
+# --- "no value" rule (rules §3) --------------------------------------------------
 
 # Whole words only, so "notched" or "nonetheless" survive (the original matched
 # substrings).  "n/a" and "n.a." are written out because "/" and "." are not
@@ -185,7 +185,7 @@ _LABEL_FIELDS = ("label_short", "label_long")
 
 
 def apply_no_value_rule(fields: dict[str, str | None]) -> dict[str, str | None]:
-    """Null out LLM answers that mean "no value" (SPEC 3); returns a new dict.
+    """Null out LLM answers that mean "no value" (rules §3); returns a new dict.
 
     Empty or whitespace-only answers become None for every field; the
     description is otherwise left alone.
@@ -203,7 +203,7 @@ def apply_no_value_rule(fields: dict[str, str | None]) -> dict[str, str | None]:
     return out
 
 
-# --- post-filter (SPEC 4) ------------------------------------------------------
+# --- post-filter (rules §4) ------------------------------------------------------
 
 _NOT_KEPT_WITH_DOT = re.compile(r"[^\w\s\-.]")
 _NOT_KEPT_NO_DOT = re.compile(r"[^\w\s\-]")
@@ -212,7 +212,7 @@ _NOT_KEPT_NO_DOT = re.compile(r"[^\w\s\-]")
 def clean_field(
     value: str | None, min_field_length: int = 4, keep_dot: bool = True
 ) -> str | None:
-    """SPEC 4 clean(): keep only \\w (Unicode letters/digits/_), white space,
+    """rules §4 clean(): keep only \\w (Unicode letters/digits/_), white space,
     "-" (and "." if keep_dot); strip; None if shorter than min_field_length."""
     if value is None:
         return None
@@ -247,7 +247,7 @@ def folder_name(label_short: str) -> str | None:
 
 
 def postfilter(fields: dict[str, str | None], min_field_length: int = 4) -> Labels | Rejected:
-    """Apply SPEC 4 to the five LLM fields of one record.
+    """Apply rules §4 to the five LLM fields of one record.
 
     label_short is checked before label_long; a label that is missing, null,
     or null after cleaning rejects the record with that label's reason.

@@ -15,7 +15,7 @@ from .images import Encoding, ImageResult, transform_image
 async def download_image(http: HttpClient, pool: Executor, url: str, target: Path, *, width: int,
                          height: int, max_pixels: int, encoding: Encoding | None = None,
                          max_bytes: int, check_robots: bool = False, durable: bool = True) -> ImageResult:
-    """SPEC 6 for one image: GET it, keep it only if 200 and an image content type, then fit,
+    """rules §6 for one image: GET it, keep it only if 200 and an image content type, then fit,
     pad and write it (PNG unless ``encoding`` says otherwise) in the pool. The pool worker
     writes the file itself, atomically, and fsyncs it unless not ``durable`` (download_dataset
     syncs once at the end): only the small result comes back. Raises ItemError / ImageError

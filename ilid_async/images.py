@@ -1,4 +1,4 @@
-"""Image transform: bytes -> decode -> fit -> pad -> PNG (or JPEG, WebP) on disk (SPEC 6).
+"""Image transform: bytes -> decode -> fit -> pad -> PNG (or JPEG, WebP) on disk (rules §6).
 
 ``transform_image`` is a plain, picklable function meant to run in a process pool: it takes the
 downloaded bytes and a target path and either writes the finished image atomically or raises
@@ -16,9 +16,7 @@ import errno
 import functools
 import hashlib
 import io
-import os
 import struct
-import tempfile
 import warnings
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +26,7 @@ from importlib.util import find_spec
 import deflate  # libdeflate: the PNG writer's compressor (encode_png)
 from PIL import Image, ImageFile
 
+from .atomic import write_atomic
 from .errors import ItemError
 from .workers import worker_pool
 
@@ -394,8 +393,8 @@ def transform_image(
 ) -> ImageResult:
     """Decode ``data``, fit it into ``width`` x ``height`` without distortion, pad by repeating
     the edges, and write an RGB image atomically to ``out_path`` (parent folders created), as
-    ``encoding`` says (default: PNG, zlib level 6). ``durable``: fsync the file before the
-    rename, so that it survives a power cut once this returns (the run's store then calls it
+    ``encoding`` says (default: PNG, zlib level 6). ``durable``: fsync the file and its folder
+    (atomic.write_atomic), so that it survives a power cut once this returns (the run's store then calls it
     done); without, it survives the process being killed, and the caller syncs later.
 
     Raises ``ImageError`` (nothing is left at ``out_path``, no temp file remains), an
@@ -516,30 +515,15 @@ def _write_atomic(img: Image.Image, out_path: str, encoding: Encoding, durable: 
 def _write_file(img: Image.Image, out_path: str, encoding: Encoding, durable: bool) -> int:
     # PNG is encoded before the temp file exists; JPEG and WebP are written by Pillow.
     encoded = encode_png(img, encoding.png_compress_level) if encoding.format == "png" else None
-    folder = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(
-        prefix="." + os.path.basename(out_path) + ".", suffix=".tmp", dir=folder
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if encoded is not None:
-                f.write(encoded)
-            else:
-                img.save(f, format=ENCODERS[encoding.format][0], quality=encoding.quality)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-            written = f.tell()
-        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; dataset images are meant to be shared
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except FileNotFoundError:
-            pass
-        raise
-    return written
+
+    def write(f) -> int:
+        if encoded is not None:
+            f.write(encoded)
+        else:
+            img.save(f, format=ENCODERS[encoding.format][0], quality=encoding.quality)
+        return f.tell()
+
+    return write_atomic(out_path, write, durable=durable)
 
 
 def image_pool(workers: int = 0) -> ProcessPoolExecutor:

@@ -1,6 +1,6 @@
 """The dataset stage: duplicate groups, then the output files the config asks for.
 
-    ilid        the dataset JSON (SPEC 5) beside images/, as ILID ships
+    ilid        the dataset JSON (rules §5) beside images/, as ILID ships
     webdataset  webdataset/ilid-000000.tar, ...: <id>.<ending> + <id>.json per sample, in
                 dataset order, a shard every output.shard_size samples (open_clip and the
                 webdataset package read these)
@@ -14,19 +14,21 @@ but the duplicate map.
 
 from __future__ import annotations
 
+import functools
 import io
-import os
+import itertools
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from .dataset import make_entry, safe_join, write_json_atomic
+from .atomic import write_atomic
+from .dataset import DATASET_KEYS, make_entry, safe_join, write_json_atomic
 
 METADATA_EXTRA = ("image_sha256", "image_phash", "duplicate_of")
+PARQUET_ROW_GROUP = 10_000  # rows a parquet row group holds, and all that is in memory at once
 
 
 @dataclass
@@ -121,56 +123,55 @@ def write_outputs(plan: OutputPlan, records: Callable[[], Iterator[dict]], dups:
     else:
         count = sum(1 for _ in rows())
     if "jsonl" in plan.formats:
-        _write_atomic(plan.run_dir / "metadata.jsonl",
+        write_atomic(plan.run_dir / "metadata.jsonl",
                       lambda f: f.writelines(orjson.dumps({**e, **x}) + b"\n" for e, x in rows()))
     if "parquet" in plan.formats:
-        _write_atomic(plan.run_dir / "metadata.parquet", lambda f: _write_parquet(f, rows()))
+        write_atomic(plan.run_dir / "metadata.parquet", lambda f: _write_parquet(f, rows()))
     if "webdataset" in plan.formats:
         write_shards(plan.run_dir / "webdataset", plan.images_dir, rows(), plan.shard_size)
     return count
 
 
 def _write_parquet(f, rows: Iterable[tuple[dict, dict]]) -> None:
+    """The rows as a table of strings, a row group at a time: only one group is in memory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns: dict[str, list] = {}
-    for entry, extra in rows:
-        for key, value in {**entry, **extra}.items():
-            columns.setdefault(key, []).append(value)
-    schema = pa.schema([(key, pa.string()) for key in columns])
-    pq.write_table(pa.table(columns, schema=schema), f)
+    schema = pa.schema([(key, pa.string()) for key in DATASET_KEYS + METADATA_EXTRA])
+    with pq.ParquetWriter(f, schema) as writer:
+        group: list[dict] = []
+        for entry, extra in rows:
+            group.append({**entry, **extra})
+            if len(group) == PARQUET_ROW_GROUP:
+                writer.write_table(pa.Table.from_pylist(group, schema=schema))
+                group.clear()
+        if group:
+            writer.write_table(pa.Table.from_pylist(group, schema=schema))
 
 
 def write_shards(folder: Path, images_dir: Path, rows: Iterable[tuple[dict, dict]], shard_size: int) -> int:
     """WebDataset tar shards; shards left over from a larger earlier dataset are removed.
     Returns the number of shards."""
     folder.mkdir(parents=True, exist_ok=True)
-    shard, in_shard, tar, tmp = 0, 0, None, None
-    try:
-        for entry, extra in rows:
-            if tar is None:
-                fd, tmp = tempfile.mkstemp(prefix=f".ilid-{shard:06d}.tar.", suffix=".tmp", dir=folder)
-                tar = tarfile.open(fileobj=os.fdopen(fd, "wb"), mode="w", format=tarfile.PAX_FORMAT)
-            image = safe_join(images_dir, entry["image"])
-            key = entry["id"]  # a uuid: no dots, so loaders split key and ending correctly
-            _add_member(tar, f"{key}.{image.suffix[1:]}", image.read_bytes())
-            _add_member(tar, f"{key}.json", orjson.dumps({**entry, **extra}))
-            in_shard += 1
-            if in_shard == shard_size:
-                _finish_shard(tar, tmp, folder / f"ilid-{shard:06d}.tar")
-                shard, in_shard, tar, tmp = shard + 1, 0, None, None
-        if tar is not None:
-            _finish_shard(tar, tmp, folder / f"ilid-{shard:06d}.tar")
-            shard, tar, tmp = shard + 1, None, None
-    finally:
-        if tar is not None:
-            tar.fileobj.close()
-            Path(tmp).unlink(missing_ok=True)
+    rows = iter(rows)
+    shard = 0
+    while (first := next(rows, None)) is not None:
+        in_shard = itertools.chain([first], itertools.islice(rows, shard_size - 1))
+        write_atomic(folder / f"ilid-{shard:06d}.tar", functools.partial(_write_shard, images_dir=images_dir, rows=in_shard))
+        shard += 1
     for stale in folder.glob("ilid-*.tar"):
         if int(stale.stem.split("-")[1]) >= shard:
             stale.unlink()
     return shard
+
+
+def _write_shard(f, *, images_dir: Path, rows: Iterable[tuple[dict, dict]]) -> None:
+    with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry, extra in rows:
+            image = safe_join(images_dir, entry["image"])
+            key = entry["id"]  # a uuid: no dots, so loaders split key and ending correctly
+            _add_member(tar, f"{key}.{image.suffix[1:]}", image.read_bytes())
+            _add_member(tar, f"{key}.json", orjson.dumps({**entry, **extra}))
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -178,27 +179,3 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = len(data), 0o644, 0
     tar.addfile(info, io.BytesIO(data))
-
-
-def _finish_shard(tar: tarfile.TarFile, tmp: str, target: Path) -> None:
-    file = tar.fileobj
-    tar.close()
-    file.flush()
-    os.fsync(file.fileno())
-    file.close()
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-
-
-def _write_atomic(target: Path, write: Callable) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

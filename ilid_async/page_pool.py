@@ -1,4 +1,4 @@
-"""Product page extraction (SPEC 1 and 2) on the other cores.
+"""Product page extraction (rules §1 and 2) on the other cores.
 
 Parsing HTML and cleaning the text take about a third of the crawl's CPU time. The event
 loop's process keeps the network and the store; the pages it fetched go, in batches, to worker

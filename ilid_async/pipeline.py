@@ -491,7 +491,7 @@ class Pipeline:
         file = image_path(task.folder, task.id, encoding.ending)
         try:
             target = safe_join(cfg.images_dir, file)
-            # SPEC 6: an existing file is kept (it was written whole: files are renamed into
+            # rules §6: an existing file is kept (it was written whole: files are renamed into
             # place), once its hashes are known; a run killed between writing and committing
             # fetches it again.
             keep = target.exists() and task.hashed and not self.replace_images

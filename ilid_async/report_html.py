@@ -1,4 +1,4 @@
-"""The stats report on disk: word-frequency bar charts (PNG, log count axis, SPEC 7) and one
+"""The stats report on disk: word-frequency bar charts (PNG, log count axis, rules §7) and one
 HTML page that shows the numbers, the charts and a sample grid of images with their labels.
 
 Every string from the dataset came from a web page or the model, so each one is HTML-escaped,
@@ -11,11 +11,11 @@ from __future__ import annotations
 import html
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
+from .atomic import write_atomic
 from .dataset import safe_join
 from .stats import TOP_WORDS, UNIQUE_FIELDS, WORD_FIELDS, DatasetStats, folder_of, printable
 
@@ -39,20 +39,6 @@ table.numbers td:first-child, table.numbers th:first-child { text-align: left; }
 
 def chart_name(field: str) -> str:
     return f"word_frequencies_{field}.png"
-
-
-def _atomic_write(path: pathlib.Path, write) -> None:
-    """Call write(file_object) on a temporary file beside `path`, then rename it into place,
-    so a reader (a browser, a second run) never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with open(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_chart(path: pathlib.Path, field: str, top: Sequence[tuple[str, int]]) -> None:
@@ -86,7 +72,7 @@ def write_chart(path: pathlib.Path, field: str, top: Sequence[tuple[str, int]]) 
     ax.set_ylabel("count (log)")
     ax.set_title(f"Top-{len(top)} word frequencies: {field}", parse_math=False)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
 
 
 def sample_entries(entries: Sequence[dict[str, Any]], images_dir: pathlib.Path,
@@ -175,5 +161,5 @@ def write_report(
 </body></html>
 """
     index = report_dir / "index.html"
-    _atomic_write(index, lambda f: f.write(page.encode("utf-8")))
+    write_atomic(index, lambda f: f.write(page.encode("utf-8")))
     return index

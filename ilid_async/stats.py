@@ -1,4 +1,4 @@
-"""Dataset statistics (SPEC 7) as pure computations: record count, unique values per field,
+"""Dataset statistics (rules §7) as pure computations: record count, unique values per field,
 per-source counts and word frequencies. Charts and the HTML report are report_html.py's job,
 so this module never imports matplotlib."""
 
@@ -23,10 +23,10 @@ __all__ = [
     "printable",
 ]
 
-# SPEC 7: unique values of these fields; the folder (first part of `image`) and the source
+# rules §7: unique values of these fields; the folder (first part of `image`) and the source
 # tag are what the ILID format adds.
 UNIQUE_FIELDS: tuple[str, ...] = ("label_short", "label_long", "description", "material", "material_finish")
-# SPEC 7: the fields with word-frequency charts, and how many words each shows.
+# rules §7: the fields with word-frequency charts, and how many words each shows.
 WORD_FIELDS: tuple[str, ...] = ("label_short", "label_long", "material")
 TOP_WORDS = 40
 
@@ -46,7 +46,7 @@ class DatasetStats:
 
 
 def words(value: str) -> list[str]:
-    """SPEC 7 tokenisation: lower-cased, "." and "," removed, split on white space."""
+    """rules §7 tokenisation: lower-cased, "." and "," removed, split on white space."""
     return _REMOVED.sub("", value.lower()).split()
 
 

@@ -1,6 +1,6 @@
 """The SQLite state store: the truth about every sitemap, page and record. All SQL lives here.
 
-Every stage works the same way (DESIGN.md): lease pending work (its state becomes a "leased"
+Every stage works the same way (docs/architecture.md): lease pending work (its state becomes a "leased"
 state), do it, then commit the result and the next state in one transaction. On open, leased
 work goes back to pending, so a kill at any moment loses only the work that was in flight.
 
@@ -602,7 +602,7 @@ class Store:
     ) -> tuple[str, str | None]:
         """Store the page's raw record and its pre-filter result in one transaction with the
         page's state. Returns (page outcome, stale image): the outcome is "record" or
-        "duplicate_image_url" (SPEC 2 rule 1: the first record with an image URL is kept,
+        "duplicate_image_url" (rules §2 rule 1: the first record with an image URL is kept,
         whatever became of it). A page fetched again by a re-crawl updates its own record; if
         its text changed the record is labelled again, and the image path it had (to delete)
         is returned."""
@@ -665,7 +665,7 @@ class Store:
         fail: str | None = None,
     ) -> str:
         """Commit a labelled record. With labels and a folder it goes on to the image stage,
-        unless another record with the same image URL is already in the dataset (SPEC 5).
+        unless another record with the same image URL is already in the dataset (rules §5).
         Returns the record's new state."""
         now = time.time()
         with self.transaction() as db:

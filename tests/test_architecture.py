@@ -79,3 +79,28 @@ def test_the_check_sees_function_level_and_relative_imports(tmp_path):
     known = {"ilid_async.config": Path(), "ilid_async.label.prompt": Path()}
     assert imports("ilid_async.label.probe", source, known) == [
         ("ilid_async.config", "_hidden", 2), ("ilid_async.label.prompt", "", 3)]
+
+
+CITATION = re.compile(r"rules §(\d+)")
+OUTSIDE_CITATION = re.compile(r"\bSPEC\b|DESIGN\.md")
+
+
+def cited_files() -> list[Path]:
+    return [*PACKAGE.rglob("*.py"), *(REPO / "tests").glob("*.py"), *(REPO / "benchmarks").glob("*.py"),
+            REPO / "README.md"]
+
+
+def test_comments_cite_the_rules_inside_the_repo_and_every_cited_section_exists():
+    sections = set(re.findall(r"^## (\d+)\. ", (REPO / "docs" / "rules.md").read_text(), re.MULTILINE))
+    missing, outside = [], []
+    for path in cited_files():
+        if path == Path(__file__):
+            continue  # the patterns above
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            where = f"{path.relative_to(REPO)}:{number}"
+            missing += [f"{where}: rules §{n}" for n in CITATION.findall(line) if n not in sections]
+            if OUTSIDE_CITATION.search(line):
+                outside.append(f"{where}: {line.strip()}")
+    assert sections >= {str(n) for n in range(1, 9)}
+    assert not missing, "cited sections docs/rules.md does not have:\n" + "\n".join(missing)
+    assert not outside, "rules cited from files outside the repository:\n" + "\n".join(outside)

@@ -192,7 +192,7 @@ def download(dataset, folder, *flags: str):
 
 
 def test_image_file_names_carry_the_format_ending():
-    assert image_file("hinge/id-0.png", None) == "hinge/id-0.png"  # SPEC 6: as it is
+    assert image_file("hinge/id-0.png", None) == "hinge/id-0.png"  # rules §6: as it is
     assert image_file("hinge/id-0.jpg", Encoding("png")) == "hinge/id-0.jpg"
     assert image_file("hinge/id-0.png", Encoding("jpeg")) == "hinge/id-0.jpg"
     assert image_file("hinge/id-0.PNG", Encoding("webp")) == "hinge/id-0.webp"

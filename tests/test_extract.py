@@ -1,4 +1,4 @@
-"""Tests of ilid_async.extract: product page -> raw record (SPEC 1)."""
+"""Tests of ilid_async.extract: product page -> raw record (rules §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of ilid_async.filters: SPEC 2 (pre-filter), SPEC 3 no-value rule, SPEC 4 (post-filter)."""
+"""Tests of ilid_async.filters: rules §2 (pre-filter), rules §3 no-value rule, rules §4 (post-filter)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_compile_tradename_invalid_raises_value_error() -> None:
         compile_tradename("acme(")
 
 
-# --- prefilter_record: SPEC 2 rules 2..7 --------------------------------------------
+# --- prefilter_record: rules §2 rules 2..7 --------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -205,7 +205,7 @@ def test_prefilter_missing_web_fields_are_empty() -> None:
     assert [reason for _, reason in rejected] == [REASON_EMPTY_LABEL, REASON_EMPTY_DATA]
 
 
-# --- SPEC 3 no-value rule ------------------------------------------------------------
+# --- rules §3 no-value rule ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -452,7 +452,7 @@ def test_writes_through_hidden_temp_file_in_same_folder(tmp_path, monkeypatch):
         seen.append((Path(src), Path(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(images.os, "replace", spy)
+    monkeypatch.setattr(os, "replace", spy)
     out = tmp_path / "x.png"
     transform_image(encode(noise(10, 10)), str(out), 16, 16)
     [(src, dst)] = seen
@@ -465,7 +465,7 @@ def test_write_failure_leaves_nothing(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(images.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     out = tmp_path / "x.png"
     with pytest.raises(OSError):
         transform_image(encode(noise(10, 10)), str(out), 16, 16)
@@ -959,13 +959,13 @@ def test_alpha_onto_white_equals_alpha_composite_for_every_colour_and_alpha():
     assert to_rgb(la).tobytes() == expected.tobytes()
 
 
-@pytest.mark.parametrize("durable, fsyncs", [(True, 1), (False, 0)])
-def test_durable_writes_fsync_the_image_before_the_rename(tmp_path, monkeypatch, durable, fsyncs):
+@pytest.mark.parametrize("durable, fsyncs", [(True, 2), (False, 0)])
+def test_durable_writes_fsync_the_image_and_its_folder(tmp_path, monkeypatch, durable, fsyncs):
     calls = []
     real_fsync = os.fsync
-    monkeypatch.setattr(images.os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
     out = tmp_path / "d.png"
     transform_image(encode(noise(40, 30)), str(out), 32, 32, durable=durable)
-    assert len(calls) == fsyncs
+    assert len(calls) == fsyncs  # the file before the rename, the folder after it
     with Image.open(out) as img:
         assert img.size == (32, 32)

@@ -151,3 +151,26 @@ def test_write_shards_counts(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_shards(tmp_path / "wds", tmp_path / "missing", rows, 2)
     assert not list((tmp_path / "wds").iterdir())
+
+
+def test_parquet_is_written_a_row_group_at_a_time(tmp_path, monkeypatch):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import ilid_async.outputs as outputs
+
+    monkeypatch.setattr(outputs, "PARQUET_ROW_GROUP", 2)
+    records = [entry(i) for i in range(5)]
+    write_outputs(plan_for(tmp_path, ["jsonl", "parquet"]), lambda: iter(records), find_duplicates([], -1))
+    parquet = pq.ParquetFile(tmp_path / "metadata.parquet")
+    assert parquet.metadata.num_row_groups == 3  # 2 + 2 + 1: never the whole table at once
+    rows = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert parquet.read().to_pylist() == rows
+    assert parquet.schema_arrow.names == list(DATASET_KEYS) + list(outputs.METADATA_EXTRA)
+
+
+def test_an_empty_dataset_still_gives_a_parquet_file_with_every_column(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from ilid_async.outputs import METADATA_EXTRA
+
+    write_outputs(plan_for(tmp_path, ["parquet"]), lambda: iter([]), find_duplicates([], -1))
+    table = pq.read_table(tmp_path / "metadata.parquet")
+    assert table.num_rows == 0 and table.column_names == list(DATASET_KEYS) + list(METADATA_EXTRA)

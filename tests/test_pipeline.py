@@ -132,7 +132,7 @@ def test_unreachable_start_url_is_a_user_error(tmp_path):
 
 
 def test_two_shops_with_the_same_images_are_assembled_once(shop_server, tmp_path):
-    """SPEC 5: one dataset for all shops; an image URL already in it is skipped."""
+    """rules §5: one dataset for all shops; an image URL already in it is skipped."""
     config = write_config(tmp_path, shop_server.shop_toml(), llm="debug_fraction = 1.0")
     mirror = (shop_server.shop_toml().replace('source = "testshop"', 'source = "mirror"')
               .replace("robots_urls", f'sitemap_urls = ["{shop_server.base_url}/mirror-sitemap.xml"]\n#')

@@ -55,7 +55,7 @@ def write_dataset(folder: Path, entries: list[dict], with_images: bool = True) -
 
 
 def test_words_follow_spec_tokenisation():
-    # SPEC 7: lower-cased, "." and "," removed, split on white space; nothing else is removed.
+    # rules §7: lower-cased, "." and "," removed, split on white space; nothing else is removed.
     assert words("Steel, Zinc-plated. 4.5 mm\tM8") == ["steel", "zinc-plated", "45", "mm", "m8"]
 
 

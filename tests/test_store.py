@@ -46,7 +46,7 @@ def test_a_refetched_page_updates_its_own_record_and_a_copy_elsewhere_is_a_dupli
               "material_finish": None}
     store.lease_for_labelling(10)
     assert store.commit_labels("r1", answer=labels, labels=labels, folder="hinge") == "to_image"
-    # Another page with the same image: SPEC 2 rule 1 keeps the first record.
+    # Another page with the same image: rules §2 rule 1 keeps the first record.
     assert store.commit_page_record("http://a.test/p/2", raw_label="Hinge 2", raw_data=["x"],
                                     cleaned=("Hinge", ["x"]), **common) == ("duplicate_image_url", None)
     # The same page fetched again, unchanged: nothing to do.
