@@ -37,9 +37,10 @@ from label_records import RECORDS
 from ilid_async.config import PACKAGED_PROMPT, LlmSettings, PromptConfig, load_prompt, load_shop
 from ilid_async.demo.catalogue import TRADENAMES, Product, build_catalogue
 from ilid_async.demo.server import _Pages
+from ilid_async.fields import GROUNDED_FIELDS
 from ilid_async.filters import Rejected, apply_no_value_rule, compile_tradename, postfilter, prefilter_record
 from ilid_async.label.engine import LabelEngine
-from ilid_async.label.quality import GROUNDED_FIELDS, page_words, quality_issues, stem_words, ungrounded_fields
+from ilid_async.label.quality import page_words, quality_issues, stem_words, ungrounded_fields
 from ilid_async.page_pool import PageJob, PageRecord, process_page
 
 PEER_PROMPT = Path(__file__).resolve().parent / "prompt_zero_shot.toml"

@@ -1,6 +1,10 @@
+"""`python -m ilid_async`: the command line (cli.main)."""
+
 import sys
 
 from .cli import main
+
+__all__: list[str] = []  # run, not imported
 
 # Guarded: spawned worker processes import the main module again and must not rerun the CLI.
 if __name__ == "__main__":

@@ -9,8 +9,11 @@ import math
 import sys
 from pathlib import Path
 
+from . import reasons
 from .config import STAGES, Config, HttpSettings, ImageSettings, SettingError, check_setting, load_config, load_shop
 from .errors import ItemError, UserError
+
+__all__ = ["build_parser", "FETCHING_STAGES", "run_with_demo", "run_event_loop", "main"]
 
 
 def _stages(value: str) -> list[str]:
@@ -269,7 +272,7 @@ def _shop_check(args: argparse.Namespace) -> int:
         try:
             page_url, body, charset = run_event_loop(fetch_page(shop, args.page, settings))
         except ItemError as e:
-            if e.reason == "address_refused":
+            if e.reason == reasons.ADDRESS_REFUSED:
                 raise UserError(f"{args.page}: {e.detail}; --allow-loopback allows 127.0.0.0/8, "
                                 "http.allow_private in a --config file private networks") from None
             print(f"page: {args.page}\n\nno record: the page cannot be fetched ({e.reason}), "

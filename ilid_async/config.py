@@ -22,11 +22,18 @@ import msgspec
 from msgspec import Meta, field
 
 from .errors import UserError
-from .label.quality import GROUNDED_FIELDS, first_word_not_from_text, text_word_set
+from .fields import GROUNDED_FIELDS, LABEL_FIELDS, LabelField
+from .label.quality import first_word_not_from_text, text_word_set
+
+__all__ = [
+    "DEMO_PLACEHOLDER", "DEFAULT_MAX_WORDS", "PACKAGED_PROMPT", "LOADED", "STAGES", "AtLeast0", "AtLeast1", "Seconds",
+    "Delay", "Rate", "Fraction", "Port", "HeaderText", "FileName", "ServerUrl", "RunSettings", "DemoSettings",
+    "HostLimits", "HttpSettings", "LlmSettings", "ImageSettings", "OutputSettings", "FilterSettings", "Selectors",
+    "ShopConfig", "PromptExample", "PromptConfig", "Config", "SettingError", "build_settings", "check_setting",
+    "load_shop", "load_prompt", "load_config"
+]
 
 DEMO_PLACEHOLDER = "{demo}"
-LabelField = Literal["label_long", "label_short", "description", "material", "material_finish"]
-LABEL_FIELDS: tuple[str, ...] = typing.get_args(LabelField)
 # The prompt's own word limits (rules §3): a short label of at most 4 words, a description of at
 # most 30; material and finish are short phrases.
 DEFAULT_MAX_WORDS = {"label_short": 4, "description": 30, "material": 5, "material_finish": 5}

@@ -12,18 +12,14 @@ from typing import Any
 import orjson
 
 from .atomic import write_atomic
+from .fields import DATASET_ORDER
 
-DATASET_KEYS: tuple[str, ...] = (
-    "id",
-    "image",
-    "url",
-    "label_short",
-    "label_long",
-    "description",
-    "material",
-    "material_finish",
-    "source",
-)
+__all__ = [
+    "DATASET_KEYS", "ID_NAMESPACE", "stable_id", "image_path", "make_entry", "write_json_atomic", "read_dataset",
+    "safe_join"
+]
+
+DATASET_KEYS: tuple[str, ...] = ("id", "image", "url", *DATASET_ORDER, "source")
 
 # Fixed for this project: changing it would rename every image of an existing dataset.
 ID_NAMESPACE: uuid.UUID = uuid.UUID("85218bf5-2446-41ff-8cfa-4615cd12dbb6")

@@ -14,15 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from . import reasons
 from .config import HttpSettings
 from .dataset import read_dataset, safe_join, write_json_atomic
 from .errors import ItemError, UserError
 from .http import HttpClient
 from .image_fetch import download_image
-from .images import ENCODERS, REASON_DISK_FULL, Encoding, ImageError, image_pool
+from .images import ENCODERS, Encoding, ImageError, image_pool
 from .progress import LIVE_REFRESH, RateWindow, StageProgress, is_terminal
 from .store import disk_full_message
 from .workers import RestartingPool
+
+__all__ = [
+    "MAX_NAME_BYTES", "TEMP_NAME_BYTES", "IMAGE_ENDINGS", "DownloadReport", "image_file", "DownloadProgress",
+    "download_dataset"
+]
 
 # Most file systems cap one name at 255 bytes, and an image is written through a temp file
 # ".<name>.XXXXXXXX.tmp" beside it (images._write_atomic): a longer name fails only its entry.
@@ -155,11 +161,11 @@ async def download_dataset(
         try:
             target = safe_join(folder, image)
         except ValueError:
-            report.fail("unsafe_path")
+            report.fail(reasons.UNSAFE_PATH)
             return
         targets[index] = target
         if _name_too_long(image):
-            report.fail("name_too_long")
+            report.fail(reasons.NAME_TOO_LONG)
             return
         try:
             if _kept(target) and not replace:
@@ -172,7 +178,7 @@ async def download_dataset(
                                      height=height, max_pixels=max_pixels, encoding=encoding,
                                      max_bytes=settings.max_image_bytes, durable=False)
         except (ItemError, ImageError) as e:
-            if e.reason == REASON_DISK_FULL:  # the disk's fault, not the entry's: not counted
+            if e.reason == reasons.DISK_FULL:  # the disk's fault, not the entry's: not counted
                 disk_full.append(e.detail)
                 return
             report.fail(e.reason)
@@ -180,7 +186,7 @@ async def download_dataset(
         except OSError as e:  # a file system with a shorter limit than the check above knows
             if e.errno != errno.ENAMETOOLONG:
                 raise
-            report.fail("name_too_long")
+            report.fail(reasons.NAME_TOO_LONG)
             return
         report.downloaded += 1
 

@@ -1,6 +1,8 @@
 """The two kinds of failure (docs/architecture.md): a user error stops the command with one line and exit
 code 2; an item error is recorded on its item and never stops the run."""
 
+__all__ = ["UserError", "ItemError"]
+
 
 class UserError(Exception):
     """Bad input from the person running the command: config, paths, model file."""

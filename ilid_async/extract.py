@@ -9,7 +9,7 @@ fields from schema.org data (structured.py) instead; pages of shops with all
 four selectors and no fallback never pay for that.
 
 Each page has a time budget (PAGE_TIME_BUDGET): a page that outlasts it ends as
-NotExtracted(REASON_PAGE_TIME_BUDGET), so one huge or hostile page cannot hold up the
+NotExtracted(reasons.PAGE_TIME_BUDGET), so one huge or hostile page cannot hold up the
 batch of pages a worker process extracts.
 """
 
@@ -25,27 +25,24 @@ from urllib.parse import urljoin
 # lexbor handles the plain CSS the shops use (`div.gallery img`, `[itemprop=name]`).
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
-from .structured import NO_DEADLINE, Deadline, PageTimeBudgetExceeded, text_pieces, find_products
+from . import reasons
+from .structured import NO_DEADLINE, Deadline, PageTimeBudgetExceeded, find_products, text_pieces
 from .urls import split_url
 
 __all__ = [
     "RawRecord",
     "NotExtracted",
     "Sources",
-    "REASON_NOT_PRODUCT_PAGE",
-    "REASON_NO_IMAGE",
-    "REASON_PAGE_TIME_BUDGET",
-    "REASON_UNDECODABLE_PAGE",
     "PAGE_TIME_BUDGET",
     "check_selector",
     "decode_page",
     "extract_product",
+    "candidate_images",
+    "has_ending",
+    "image_src",
+    "page_base_url",
 ]
 
-REASON_NOT_PRODUCT_PAGE = "not_product_page"
-REASON_NO_IMAGE = "no_image"
-REASON_UNDECODABLE_PAGE = "undecodable_page"
-REASON_PAGE_TIME_BUDGET = "page_time_budget"
 
 # Seconds one page may take to extract. A usual product page takes milliseconds, a 5 MB one
 # well under a second; a page that needs more is hostile or broken, and its batch waits on it.
@@ -241,7 +238,7 @@ def extract_product(
     `time_budget` is the seconds the page may take (None: no limit). The steps
     check it as they go: after decoding, after parsing, after each CSS match,
     every few hundred nodes of a text or microdata walk, between JSON-LD blocks;
-    a page past it is NotExtracted(REASON_PAGE_TIME_BUDGET). A single C call
+    a page past it is NotExtracted(reasons.PAGE_TIME_BUDGET). A single C call
     (the parse, one CSS match) is not interrupted: the check after it ends the page.
 
     Raises ValueError only for an invalid selector (see check_selector).
@@ -250,12 +247,12 @@ def extract_product(
     try:
         tree = _parse(html, charset, deadline)
         if tree is None:
-            return NotExtracted(REASON_UNDECODABLE_PAGE)
+            return NotExtracted(reasons.UNDECODABLE_PAGE)
         if structured_fallback or not (product and image and label and data):
             return _extract_with_structured(tree, page_url, product, image, label, data, image_endings, deadline)
         return _extract_with_selectors(tree, page_url, product, image, label, data, image_endings, deadline)
     except PageTimeBudgetExceeded:
-        return NotExtracted(REASON_PAGE_TIME_BUDGET)
+        return NotExtracted(reasons.PAGE_TIME_BUDGET)
 
 
 def _parse(html: bytes | str, charset: str | None, deadline: Deadline) -> LexborHTMLParser | None:
@@ -284,11 +281,11 @@ def _extract_with_selectors(
 ) -> RawRecord | NotExtracted:
     """The shop's four selectors alone decide."""
     if not _select(tree, product, deadline):
-        return NotExtracted(REASON_NOT_PRODUCT_PAGE)
+        return NotExtracted(reasons.NOT_PRODUCT_PAGE)
 
     image_url = _gallery_image(tree, image, page_url, image_endings, deadline)
     if image_url is None:
-        return NotExtracted(REASON_NO_IMAGE)
+        return NotExtracted(reasons.NO_IMAGE)
 
     label_nodes = _select(tree, label, deadline)
     label_text = "".join(text_pieces(label_nodes[0], deadline)) if label_nodes else ""
@@ -315,7 +312,7 @@ def _extract_with_structured(
     structured data must not turn category or info pages into records.
     """
     if product and not _select(tree, product, deadline):
-        return NotExtracted(REASON_NOT_PRODUCT_PAGE)
+        return NotExtracted(reasons.NOT_PRODUCT_PAGE)
     image_url = _gallery_image(tree, image, page_url, image_endings, deadline) if image else None
     label_nodes = _select(tree, label, deadline) if label else []
     label_text = "".join(text_pieces(label_nodes[0], deadline)) if label_nodes else ""
@@ -328,7 +325,7 @@ def _extract_with_structured(
     base_url = page_base_url(tree, page_url)
     found = find_products(tree, base_url, page_url, deadline)
     if not product and not any(p.declares_product for p in found):
-        return NotExtracted(REASON_NOT_PRODUCT_PAGE)
+        return NotExtracted(reasons.NOT_PRODUCT_PAGE)
     sources = {"image": "selector", "label": "selector", "data": "selector"}
     if image_url is None:
         sources["image"] = ""
@@ -339,7 +336,7 @@ def _extract_with_structured(
                 sources["image"] = p.source
                 break
         if image_url is None:
-            return NotExtracted(REASON_NO_IMAGE)
+            return NotExtracted(reasons.NO_IMAGE)
     if not has_label:
         sources["label"] = ""
         named = next((p for p in found if p.name.strip()), None)

@@ -11,15 +11,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from . import reasons
+from .fields import MATERIAL_FIELDS, NAME_FIELDS
+
 __all__ = [
-    "REASON_EMPTY_LABEL",
-    "REASON_EMPTY_DATA",
-    "REASON_DUPLICATE_IMAGE_URL",
-    "PREFILTER_REASONS",
-    "REASON_MISSING_LABEL_SHORT",
-    "REASON_MISSING_LABEL_LONG",
-    "REASON_UNSAFE_FOLDER",
-    "POSTFILTER_REASONS",
     "MAX_FOLDER_BYTES",
     "Cleaned",
     "Rejected",
@@ -32,24 +27,6 @@ __all__ = [
     "folder_name",
     "postfilter",
 ]
-
-# --- reasons -----------------------------------------------------------------
-
-REASON_EMPTY_LABEL = "empty_label"
-REASON_EMPTY_DATA = "empty_data"
-# Rule 1 is a batch rule (the store enforces it with a unique index), so it is
-# not one of the per-record reasons below.
-REASON_DUPLICATE_IMAGE_URL = "duplicate_image_url"
-PREFILTER_REASONS: tuple[str, ...] = (REASON_EMPTY_LABEL, REASON_EMPTY_DATA)
-
-REASON_MISSING_LABEL_SHORT = "missing_label_short"
-REASON_MISSING_LABEL_LONG = "missing_label_long"
-REASON_UNSAFE_FOLDER = "unsafe_folder"
-POSTFILTER_REASONS: tuple[str, ...] = (
-    REASON_MISSING_LABEL_SHORT,
-    REASON_MISSING_LABEL_LONG,
-    REASON_UNSAFE_FOLDER,
-)
 
 # Most file systems cap a name at 255 bytes; leave room for suffixes.
 MAX_FOLDER_BYTES = 200
@@ -123,19 +100,19 @@ def prefilter_record(
     # Rule 2: only a truly empty label is dropped here; a whitespace-only one
     # is dropped by rule 7 once it is stripped.
     if not label:
-        return Rejected(REASON_EMPTY_LABEL)
+        return Rejected(reasons.EMPTY_LABEL)
     # Rule 3: same, only "" is removed; None is treated as empty too.
     kept = [d for d in data if d]
     if not kept:
-        return Rejected(REASON_EMPTY_DATA)
+        return Rejected(reasons.EMPTY_DATA)
 
     # Rules 4..7.
     label = _clean_text(label, tradename)
     if not label:
-        return Rejected(REASON_EMPTY_LABEL)
+        return Rejected(reasons.EMPTY_LABEL)
     cleaned = [c for c in (_clean_text(d, tradename) for d in kept) if c]
     if not cleaned:
-        return Rejected(REASON_EMPTY_DATA)
+        return Rejected(reasons.EMPTY_DATA)
     return Cleaned(label=label, data=cleaned)
 
 
@@ -156,7 +133,7 @@ def prefilter(
     for record in records:
         url = record.get("url")
         if url in seen:
-            rejected.append((record, REASON_DUPLICATE_IMAGE_URL))
+            rejected.append((record, reasons.DUPLICATE_IMAGE_URL))
             continue
         seen.add(url)
 
@@ -180,8 +157,6 @@ _NA = r"(?<![\w./])n(?:/|\.)a\.?(?![\w./])"
 _NO_VALUE_MATERIAL = re.compile(rf"\b(?:none|not|without|unknown)\b|{_NA}", re.IGNORECASE)
 _NO_VALUE_LABEL = re.compile(rf"\b(?:none|not|unknown)\b|{_NA}", re.IGNORECASE)
 
-_MATERIAL_FIELDS = ("material", "material_finish")
-_LABEL_FIELDS = ("label_short", "label_long")
 
 
 def apply_no_value_rule(fields: dict[str, str | None]) -> dict[str, str | None]:
@@ -196,9 +171,9 @@ def apply_no_value_rule(fields: dict[str, str | None]) -> dict[str, str | None]:
             continue
         if not value.strip():
             out[key] = None
-        elif key in _MATERIAL_FIELDS and _NO_VALUE_MATERIAL.search(value):
+        elif key in MATERIAL_FIELDS and _NO_VALUE_MATERIAL.search(value):
             out[key] = None
-        elif key in _LABEL_FIELDS and _NO_VALUE_LABEL.search(value):
+        elif key in NAME_FIELDS and _NO_VALUE_LABEL.search(value):
             out[key] = None
     return out
 
@@ -254,16 +229,16 @@ def postfilter(fields: dict[str, str | None], min_field_length: int = 4) -> Labe
     """
     label_short = clean_field(fields.get("label_short"), min_field_length)
     if label_short is None:
-        return Rejected(REASON_MISSING_LABEL_SHORT)
+        return Rejected(reasons.MISSING_LABEL_SHORT)
     label_long = clean_field(fields.get("label_long"), min_field_length)
     if label_long is None:
-        return Rejected(REASON_MISSING_LABEL_LONG)
+        return Rejected(reasons.MISSING_LABEL_LONG)
     label_short = label_short.lower()
     label_long = label_long.lower()
 
     folder = folder_name(label_short)
     if folder is None:
-        return Rejected(REASON_UNSAFE_FOLDER)
+        return Rejected(reasons.UNSAFE_FOLDER)
 
     material = clean_field(fields.get("material"), min_field_length)
     finish = clean_field(fields.get("material_finish"), min_field_length)

@@ -32,10 +32,16 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDictProxy
 from protego import Protego
 
+from . import reasons
 from .config import HttpSettings
 from .errors import ItemError
 from .hosts import Hosts, Slot
 from .urls import host_of, split_url
+
+__all__ = [
+    "RETRY_STATUSES", "REDIRECT_STATUSES", "MAX_RETRY_AFTER", "AddressRefused", "address_allowed", "GuardedResolver",
+    "Response", "HostStats", "retry_after_seconds", "HttpClient"
+]
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
@@ -138,6 +144,16 @@ class Response:
     body: bytes
 
     @property
+    def ok(self) -> bool:
+        """The one status a stage takes a body from: 200 (redirects are followed already)."""
+        return self.status == 200
+
+    def raise_for_status(self) -> None:
+        """Raise ItemError ``http_<status>`` (reasons.http_status) unless the answer is ok."""
+        if not self.ok:
+            raise ItemError(reasons.http_status(self.status), self.url)
+
+    @property
     def content_type(self) -> str:
         return self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
@@ -234,12 +250,12 @@ class HttpClient:
     async def check_address(self, url: str, parts=None) -> None:
         parts = parts or split_url(url)
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ItemError("bad_url", url)
+            raise ItemError(reasons.BAD_URL, url)
         # One look-up per host and run: the resolver guard checks again at every connect.
         if (verdict := self._address_ok.get(parts.hostname)) is None:
             verdict = self._address_ok[parts.hostname] = await self._resolve_allowed(parts)
         if not verdict:
-            raise ItemError("address_refused", f"{parts.hostname} resolves to a refused address")
+            raise ItemError(reasons.ADDRESS_REFUSED, f"{parts.hostname} resolves to a refused address")
 
     async def _resolve_allowed(self, parts) -> bool:
         try:
@@ -247,7 +263,7 @@ class HttpClient:
                 parts.hostname, parts.port or 80, type=socket.SOCK_STREAM
             )
         except socket.gaierror as e:
-            raise ItemError("dns_error", f"{parts.hostname}: {e}") from None
+            raise ItemError(reasons.DNS_ERROR, f"{parts.hostname}: {e}") from None
         s = self.settings
         return all(address_allowed(i[4][0], allow_loopback=s.allow_loopback, allow_private=s.allow_private)
                    for i in infos)
@@ -271,7 +287,7 @@ class HttpClient:
             resp = await self.get(robots_url, max_bytes=500_000, check_robots=False)
         except ItemError:
             return None  # unreachable robots.txt: crawl as if there were none, like browsers
-        if resp.status != 200:
+        if not resp.ok:
             return None
         rules = Protego.parse(resp.body.decode("utf-8", "replace"))
         delay = rules.crawl_delay(self.settings.user_agent)
@@ -305,7 +321,7 @@ class HttpClient:
                 async for chunk in resp.content.iter_chunked(65536):
                     buffer += chunk
                     if len(buffer) > max_bytes:
-                        raise ItemError("too_large", f"body over {max_bytes} bytes")
+                        raise ItemError(reasons.TOO_LARGE, f"body over {max_bytes} bytes")
                 body = bytes(buffer)
             self.stats[host_of(url)].bytes += len(body)
             return Response(url, str(resp.url), resp.status, resp.headers, body)
@@ -323,7 +339,7 @@ class HttpClient:
             try:
                 resp, slot = await self._follow_redirects(url, headers, check_robots)
             except ItemError as e:
-                if e.reason in ("timeout", "connection_error") and attempt < s.retries:
+                if e.reason in reasons.RETRIED_ON and attempt < s.retries:
                     attempt += 1
                     self.stats[host_of(url)].retries += 1
                     await asyncio.sleep(self._backoff(attempt))
@@ -347,9 +363,9 @@ class HttpClient:
         try:
             yield resp
         except asyncio.TimeoutError:
-            raise ItemError("timeout", url) from None
+            raise ItemError(reasons.TIMEOUT, url) from None
         except aiohttp.ClientError as e:
-            raise ItemError("connection_error", f"{type(e).__name__}: {e}") from None
+            raise ItemError(reasons.CONNECTION_ERROR, f"{type(e).__name__}: {e}") from None
         finally:
             resp.release()
             slot.release()
@@ -364,14 +380,14 @@ class HttpClient:
         seen = set()
         for _ in range(self.settings.max_redirects + 1):
             if url in seen:
-                raise ItemError("redirect_loop", url)
+                raise ItemError(reasons.REDIRECT_LOOP, url)
             seen.add(url)
             parts = split_url(url)  # once per hop: the guard, robots.txt and the host share it
             if parts is None:
-                raise ItemError("bad_url", url)
+                raise ItemError(reasons.BAD_URL, url)
             await self.check_address(url, parts)
             if check_robots and not await self.allowed_by_robots(url, parts):
-                raise ItemError("robots_disallowed", url)
+                raise ItemError(reasons.ROBOTS_DISALLOWED, url)
             resp, slot = await self._request(url, (parts.hostname or "").lower(), headers)
             if resp.status not in REDIRECT_STATUSES:
                 return resp, slot
@@ -381,12 +397,12 @@ class HttpClient:
             resp.release()
             slot.release()
             if not location:
-                raise ItemError("bad_redirect", f"{resp.status} without Location")
+                raise ItemError(reasons.BAD_REDIRECT, f"{resp.status} without Location")
             try:
                 url = urljoin(url, location)
             except ValueError:  # a Location that no URL parser takes
-                raise ItemError("bad_url", f"redirect to {location!r}") from None
-        raise ItemError("too_many_redirects", url)
+                raise ItemError(reasons.BAD_URL, f"redirect to {location!r}") from None
+        raise ItemError(reasons.TOO_MANY_REDIRECTS, url)
 
     async def _request(
         self, url: str, host_name: str, headers: dict[str, str] | None
@@ -402,15 +418,15 @@ class HttpClient:
                 resp = await self._session.get(url, headers=headers, allow_redirects=False)
             except asyncio.TimeoutError:
                 stats.errors += 1
-                raise ItemError("timeout", url) from None
+                raise ItemError(reasons.TIMEOUT, url) from None
             except aiohttp.ClientConnectorError as e:
                 stats.errors += 1
                 if isinstance(getattr(e, "os_error", None), AddressRefused):
-                    raise ItemError("address_refused", str(e.os_error)) from None
-                raise ItemError("connection_error", f"{type(e).__name__}: {e}") from None
+                    raise ItemError(reasons.ADDRESS_REFUSED, str(e.os_error)) from None
+                raise ItemError(reasons.CONNECTION_ERROR, f"{type(e).__name__}: {e}") from None
             except aiohttp.ClientError as e:
                 stats.errors += 1
-                raise ItemError("connection_error", f"{type(e).__name__}: {e}") from None
+                raise ItemError(reasons.CONNECTION_ERROR, f"{type(e).__name__}: {e}") from None
         except BaseException:
             slot.release()
             raise

@@ -7,9 +7,12 @@ import asyncio
 from concurrent.futures import Executor
 from pathlib import Path
 
+from . import reasons
 from .errors import ItemError
 from .http import HttpClient
 from .images import Encoding, ImageResult, transform_image
+
+__all__ = ["download_image"]
 
 
 async def download_image(http: HttpClient, pool: Executor, url: str, target: Path, *, width: int,
@@ -21,9 +24,8 @@ async def download_image(http: HttpClient, pool: Executor, url: str, target: Pat
     syncs once at the end): only the small result comes back. Raises ItemError / ImageError
     with the reason."""
     resp = await http.get(url, max_bytes=max_bytes, check_robots=check_robots)
-    if resp.status != 200:
-        raise ItemError(f"http_{resp.status}")
+    resp.raise_for_status()
     if resp.content_type.split("/", 1)[0] != "image":
-        raise ItemError("not_image_content_type", resp.content_type)
+        raise ItemError(reasons.NOT_IMAGE_CONTENT_TYPE, resp.content_type)
     return await asyncio.get_running_loop().run_in_executor(
         pool, transform_image, resp.body, str(target), width, height, max_pixels, encoding, durable)

@@ -26,9 +26,16 @@ from importlib.util import find_spec
 import deflate  # libdeflate: the PNG writer's compressor (encode_png)
 from PIL import Image, ImageFile
 
+from . import reasons
 from .atomic import write_atomic
 from .errors import ItemError
 from .workers import worker_pool
+
+__all__ = [
+    "ALLOWED_FORMATS", "ImageError", "NO_SPACE_ERRNOS", "write_failure", "ImageWriteError", "ImageResult", "ENCODERS",
+    "PNG_ENCODER", "encode_png", "STILL_DECODER", "decode_webp", "png_plan", "decode_png", "Encoding",
+    "perceptual_hash", "hamming", "fit_size", "pad_edge", "to_rgb", "transform_image", "image_pool"
+]
 
 # Pillow >= 9.1 moved the filter constants to Image.Resampling; older ones (and pillow-simd)
 # only have them on Image.
@@ -74,25 +81,24 @@ class ImageError(ItemError):
 
 # OSError numbers that mean there is no room to write: a full disk, a quota, a file size limit.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-REASON_DISK_FULL = "disk_full"  # never stored: the run stops instead (the disk is the run's)
 _WRITE_REASONS = {
-    errno.EEXIST: "folder_is_a_file",  # a file where the image's folder should be
-    errno.ENOTDIR: "folder_is_a_file",
-    errno.EISDIR: "file_is_a_folder",  # a folder where the image file should be
-    errno.ENOTEMPTY: "file_is_a_folder",
-    errno.ENAMETOOLONG: "name_too_long",  # as `download` calls it too
-    errno.EACCES: "write_not_permitted",
-    errno.EPERM: "write_not_permitted",
-    errno.EROFS: "write_not_permitted",
+    errno.EEXIST: reasons.FOLDER_IS_A_FILE,  # a file where the image's folder should be
+    errno.ENOTDIR: reasons.FOLDER_IS_A_FILE,
+    errno.EISDIR: reasons.FILE_IS_A_FOLDER,  # a folder where the image file should be
+    errno.ENOTEMPTY: reasons.FILE_IS_A_FOLDER,
+    errno.ENAMETOOLONG: reasons.NAME_TOO_LONG,  # as `download` calls it too
+    errno.EACCES: reasons.WRITE_NOT_PERMITTED,
+    errno.EPERM: reasons.WRITE_NOT_PERMITTED,
+    errno.EROFS: reasons.WRITE_NOT_PERMITTED,
 }
 
 
 def write_failure(e: OSError) -> str:
-    """The reason for an OSError while writing an image: REASON_DISK_FULL, or the record's
+    """The reason for an OSError while writing an image: reasons.DISK_FULL, or the record's
     failure (write_error when no more specific one fits)."""
     if e.errno in NO_SPACE_ERRNOS:
-        return REASON_DISK_FULL
-    return _WRITE_REASONS.get(e.errno, "write_error")
+        return reasons.DISK_FULL
+    return _WRITE_REASONS.get(e.errno, reasons.WRITE_ERROR)
 
 
 class ImageWriteError(ImageError, OSError):
@@ -360,7 +366,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     try:
         return img.convert("RGB")
     except ValueError as e:  # e.g. LAB, which Pillow converts only through ImageCms
-        raise ImageError("unsupported_mode", f"cannot convert mode {mode} to RGB") from e
+        raise ImageError(reasons.UNSUPPORTED_MODE, f"cannot convert mode {mode} to RGB") from e
 
 
 def _deep_grey_to_rgb(img: Image.Image) -> Image.Image:
@@ -451,19 +457,19 @@ def _open_checked(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=_allowed_formats())
     except Image.DecompressionBombError as e:
-        raise ImageError("too_many_pixels", str(e)) from e
+        raise ImageError(reasons.TOO_MANY_PIXELS, str(e)) from e
     except (Image.UnidentifiedImageError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError("not_an_image", str(e) or type(e).__name__) from e
+        raise ImageError(reasons.NOT_AN_IMAGE, str(e) or type(e).__name__) from e
     except OSError as e:
         raise ImageError(_reason_for(e), str(e)) from e
     w, h = img.size
     if w <= 0 or h <= 0:
         img.close()
-        raise ImageError("empty_image", f"image is {w}x{h}")
+        raise ImageError(reasons.EMPTY_IMAGE, f"image is {w}x{h}")
     if w * h > max_pixels:
         img.close()
         raise ImageError(
-            "too_many_pixels", f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}"
+            reasons.TOO_MANY_PIXELS, f"{w}x{h} = {w * h} pixels is over the limit of {max_pixels}"
         )
     return img
 
@@ -487,19 +493,19 @@ def _load(img: Image.Image) -> None:
     try:
         img.load()
     except Image.DecompressionBombError as e:
-        raise ImageError("too_many_pixels", str(e)) from e
+        raise ImageError(reasons.TOO_MANY_PIXELS, str(e)) from e
     except (OSError, EOFError) as e:
         raise ImageError(_reason_for(e), str(e) or type(e).__name__) from e
     except (SyntaxError, ValueError, IndexError, TypeError) as e:
-        raise ImageError("not_an_image", str(e) or type(e).__name__) from e
+        raise ImageError(reasons.NOT_AN_IMAGE, str(e) or type(e).__name__) from e
 
 
 def _reason_for(e: BaseException) -> str:
     # Pillow says "image file is truncated" / "Truncated File Read"; EOFError means the data
     # stopped early too.
     if isinstance(e, EOFError) or "truncated" in str(e).lower():
-        return "truncated_image"
-    return "not_an_image"
+        return reasons.TRUNCATED_IMAGE
+    return reasons.NOT_AN_IMAGE
 
 
 def _write_atomic(img: Image.Image, out_path: str, encoding: Encoding, durable: bool = True) -> int:

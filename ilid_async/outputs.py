@@ -27,6 +27,11 @@ import orjson
 from .atomic import write_atomic
 from .dataset import DATASET_KEYS, make_entry, safe_join, write_json_atomic
 
+__all__ = [
+    "METADATA_EXTRA", "PARQUET_ROW_GROUP", "Duplicates", "find_duplicates", "OutputPlan", "write_outputs",
+    "write_shards"
+]
+
 METADATA_EXTRA = ("image_sha256", "image_phash", "duplicate_of")
 PARQUET_ROW_GROUP = 10_000  # rows a parquet row group holds, and all that is in memory at once
 

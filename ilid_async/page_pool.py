@@ -25,17 +25,19 @@ from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from . import reasons
 from .config import ShopConfig
 from .dataset import stable_id
 from .extract import PAGE_TIME_BUDGET, NotExtracted, extract_product
 from .filters import Rejected, compile_tradename, prefilter_record
-from .workers import REASON_WORKER_DIED, RestartingPool, WorkerDied, worker_pool
+from .workers import RestartingPool, WorkerDied, worker_pool
+
+__all__ = ["BATCH_MAX", "PAGE_CPU_LIMIT", "PageJob", "PageRecord", "process_page", "PagePool"]
 
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 64
 # A page whose extraction raised (a bug, or a page that trips the parser): recorded, not fatal.
-REASON_EXTRACTION_ERROR = "extraction_error"
 # CPU seconds one page may take in a worker before the kernel ends it: well past the budget
 # that the extraction checks itself, so only a page stuck in one C call meets it.
 PAGE_CPU_LIMIT = 4 * PAGE_TIME_BUDGET
@@ -100,7 +102,7 @@ def _process_batch(jobs: Sequence[PageJob]) -> list[PageRecord | NotExtracted]:
         try:
             results.append(process_page(*_shops[job.shop], job))
         except Exception:  # noqa: BLE001 - one page never fails the batch
-            results.append(NotExtracted(REASON_EXTRACTION_ERROR))
+            results.append(NotExtracted(reasons.EXTRACTION_ERROR))
         finally:
             signal.setitimer(signal.ITIMER_VIRTUAL, 0)
     return results
@@ -170,10 +172,10 @@ def _hand_out(result: asyncio.Future, futures: list[asyncio.Future]) -> None:
         return
     if (error := result.exception()) is not None:
         if isinstance(error, WorkerDied):
-            outcome = NotExtracted(REASON_WORKER_DIED)
+            outcome = NotExtracted(reasons.WORKER_DIED)
         else:  # e.g. a result that does not pickle: a bug, but it must not cost the run
             log.warning("page batch failed in the worker pool: %r", error)
-            outcome = NotExtracted(REASON_EXTRACTION_ERROR)
+            outcome = NotExtracted(reasons.EXTRACTION_ERROR)
         values = [outcome] * len(futures)
     else:
         values = result.result()

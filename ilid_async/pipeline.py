@@ -24,23 +24,26 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import asdict
 
+from . import reasons
 from .config import Config, ShopConfig
 from .dataset import image_path, safe_join
 from .errors import ItemError, UserError
-from .extract import REASON_PAGE_TIME_BUDGET, NotExtracted
+from .extract import NotExtracted
 from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter
 from .http import HttpClient
 from .image_fetch import download_image
+from .images import NO_SPACE_ERRNOS, Encoding, ImageError, ImageWriteError, image_pool, write_failure
 from .label.quality import page_words, ungrounded_fields
-from .images import (NO_SPACE_ERRNOS, REASON_DISK_FULL, Encoding, ImageError, ImageWriteError, image_pool,
-                     write_failure)
 from .outputs import OutputPlan, find_duplicates, write_outputs
-from .page_pool import REASON_EXTRACTION_ERROR, PageJob, PagePool, process_page
+from .page_pool import PageJob, PagePool, process_page
 from .sitemap import robots_sitemaps, walk_sitemap
-from .store import (REASON_OFF_DOMAIN, SITEMAP_TOO_DEEP, ImageTask, LabelTask, PageTask, SitemapTask, Store,
-                    StoreError, disk_full_message)
-from .urls import REASON_BAD_URL, domain_allowed, split_url
-from .workers import REASON_WORKER_DIED, RestartingPool
+from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store, StoreError, disk_full_message
+from .urls import domain_allowed, split_url
+from .workers import RestartingPool
+
+__all__ = [
+    "COMMIT_EVERY", "GRACE_SECONDS", "PAGES_IN_FLIGHT", "PAGE_FAILURES", "ungrounded_rejection", "Stage", "Pipeline"
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ GRACE_SECONDS = 10.0
 PAGES_IN_FLIGHT = 2  # pages leased per connection allowed (see _run_stages)
 
 # Page outcomes that are item failures; the other outcomes are fine pages that are not products.
-PAGE_FAILURES = {"undecodable_page", REASON_EXTRACTION_ERROR, REASON_WORKER_DIED, REASON_PAGE_TIME_BUDGET}
+PAGE_FAILURES = {reasons.UNDECODABLE_PAGE, reasons.EXTRACTION_ERROR, reasons.WORKER_DIED, reasons.PAGE_TIME_BUDGET}
 
 
 def ungrounded_rejection(answer: dict[str, str | None], label: str, data: list[str],
@@ -367,8 +370,7 @@ class Pipeline:
             for robots_url in shop.robots_urls:
                 try:
                     resp = await self.http.get(robots_url, max_bytes=500_000)
-                    if resp.status != 200:
-                        raise ItemError(f"http_{resp.status}")
+                    resp.raise_for_status()
                 except ItemError as e:
                     if found or self.store.has_sitemaps(shop.name):
                         log.warning("%s: robots.txt %s: %s", shop.name, robots_url, e)
@@ -386,11 +388,11 @@ class Pipeline:
         walk, refused = [], []
         for url in urls:
             if split_url(url) is None:  # "http://[oops/": recorded, never requested
-                refused.append((url, REASON_BAD_URL))
+                refused.append((url, reasons.BAD_URL))
             elif not domain_allowed(url, shop.allowed_domains):
-                refused.append((url, REASON_OFF_DOMAIN))
+                refused.append((url, reasons.OFF_DOMAIN))
             elif depth > http.max_sitemap_depth:
-                refused.append((url, SITEMAP_TOO_DEEP))
+                refused.append((url, reasons.TOO_DEEP))
             else:
                 walk.append(url)
         self.store.add_sitemaps(shop.name, walk, self.crawl_pass, depth=depth, max_sitemaps=http.max_sitemaps,
@@ -431,10 +433,10 @@ class Pipeline:
             self.store.finish_page(task.url, failed=e.reason)
             return
         if not domain_allowed(resp.final_url, shop.allowed_domains):  # redirected off the shop
-            self.store.finish_page(task.url, failed=REASON_OFF_DOMAIN)
+            self.store.finish_page(task.url, failed=reasons.OFF_DOMAIN)
             return
-        if resp.status != 200:
-            self.store.finish_page(task.url, failed=f"http_{resp.status}")
+        if not resp.ok:
+            self.store.finish_page(task.url, failed=reasons.http_status(resp.status))
             return
         job = PageJob(shop.name, resp.final_url, resp.body, resp.charset)
         if self.page_pool is not None:
@@ -496,7 +498,7 @@ class Pipeline:
             # fetches it again.
             keep = target.exists() and task.hashed and not self.replace_images
         except ValueError:
-            self.store.commit_image(task.id, fail="unsafe_path")
+            self.store.commit_image(task.id, fail=reasons.UNSAFE_PATH)
             return
         except OSError as e:  # a name too long, a folder we may not read
             self._image_write_failed(task, write_failure(e), e.strerror)
@@ -520,7 +522,7 @@ class Pipeline:
     def _image_write_failed(self, task: ImageTask, reason: str, detail: str) -> None:
         """A record whose image cannot be written fails with the reason; a full disk stops the
         run instead, leaving the record to do (the next run with room writes it)."""
-        if reason == REASON_DISK_FULL:
+        if reason == reasons.DISK_FULL:
             raise UserError(disk_full_message(self.cfg.images_dir, detail))
         self.store.commit_image(task.id, fail=reason)
 

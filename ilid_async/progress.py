@@ -20,6 +20,11 @@ from typing import TextIO
 from .report import stage_summary
 from .store import Store
 
+__all__ = [
+    "RATE_WINDOW", "LIVE_REFRESH", "MAX_COUNT_SHARE", "StageProgress", "format_seconds", "RateWindow", "Progress",
+    "is_terminal"
+]
+
 RATE_WINDOW = 60.0  # seconds of history behind the rate: the current speed, not the run's mean
 LIVE_REFRESH = 1.0  # seconds between redraws of the live display
 # Counting is a GROUP BY over the state tables; on a large store the live display backs off so

@@ -7,6 +7,8 @@ from collections import Counter, defaultdict
 from .label.quality import DESCRIPTION_MAX_WORDS, SHORT_LABEL_MAX_WORDS, grounding_counts, label_quality
 from .store import Store
 
+__all__ = ["stage_summary", "label_quality_lines", "format_summary"]
+
 def _reasons(counter: Counter) -> str:
     return ", ".join(f"{reason} {n}" for reason, n in counter.most_common()) or "-"
 

@@ -17,11 +17,12 @@ from urllib.parse import quote
 
 from .atomic import write_atomic
 from .dataset import safe_join
+from .fields import DATASET_ORDER
 from .stats import TOP_WORDS, UNIQUE_FIELDS, WORD_FIELDS, DatasetStats, folder_of, printable
 
 __all__ = ["chart_name", "write_chart", "write_report", "sample_entries"]
 
-SAMPLE_FIELDS = ("label_short", "label_long", "description", "material", "material_finish", "source")
+SAMPLE_FIELDS = (*DATASET_ORDER, "source")
 # The page runs no script and loads nothing but local images, even if escaping were ever missed.
 _CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"
 _STYLE = """

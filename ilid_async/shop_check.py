@@ -12,38 +12,33 @@ from urllib.parse import urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
+from . import reasons
 from .config import HttpSettings, ShopConfig
 from .dataset import stable_id
-from .errors import ItemError
 from .extract import (
-    REASON_NO_IMAGE,
-    REASON_NOT_PRODUCT_PAGE,
-    REASON_PAGE_TIME_BUDGET,
-    REASON_UNDECODABLE_PAGE,
     NotExtracted,
     RawRecord,
-    page_base_url,
     candidate_images,
-    has_ending,
-    image_src,
-    text_pieces,
     decode_page,
     extract_product,
+    has_ending,
+    image_src,
+    page_base_url,
 )
 from .filters import Cleaned, Rejected, compile_tradename, prefilter_record
 from .stats import printable
-from .structured import ProductData, find_products
+from .structured import ProductData, find_products, text_pieces
 from .urls import domain_allowed
 
 __all__ = ["SelectorHit", "PageCheck", "check_page", "fetch_page", "format_check"]
 
 SELECTOR_NAMES = ("product", "image", "label", "data")
 _EXPLAIN = {
-    REASON_NOT_PRODUCT_PAGE: "not a product page (the product selector, or the page's schema.org "
+    reasons.NOT_PRODUCT_PAGE: "not a product page (the product selector, or the page's schema.org "
                              "data, says no product)",
-    REASON_NO_IMAGE: "no image with an allowed ending (image_endings)",
-    REASON_UNDECODABLE_PAGE: "the page is not text in any known encoding",
-    REASON_PAGE_TIME_BUDGET: "extracting the page took longer than its time budget "
+    reasons.NO_IMAGE: "no image with an allowed ending (image_endings)",
+    reasons.UNDECODABLE_PAGE: "the page is not text in any known encoding",
+    reasons.PAGE_TIME_BUDGET: "extracting the page took longer than its time budget "
                              "(extract.PAGE_TIME_BUDGET seconds)",
 }
 
@@ -120,7 +115,7 @@ def check_page(shop: ShopConfig, body: bytes, page_url: str, charset: str | None
     structured_used = shop.structured_fallback or not all(getattr(sel, n) for n in SELECTOR_NAMES)
     text = decode_page(body, charset)
     if text is None:
-        return PageCheck(page_url, [], [], structured_used, NotExtracted(REASON_UNDECODABLE_PAGE),
+        return PageCheck(page_url, [], [], structured_used, NotExtracted(reasons.UNDECODABLE_PAGE),
                          None, None, notes)
     tree = LexborHTMLParser(text)
     hits = [_selector_hit(tree, n, getattr(sel, n), page_url, shop.image_endings) for n in SELECTOR_NAMES]
@@ -145,8 +140,7 @@ async def fetch_page(shop: ShopConfig, url: str, settings: HttpSettings) -> tupl
         resp = await http.get(url, max_bytes=settings.max_page_bytes,
                               headers={"Accept-Language": shop.accept_language},
                               check_robots=shop.obey_robots)
-    if resp.status != 200:
-        raise ItemError(f"http_{resp.status}", url)
+    resp.raise_for_status()
     return resp.final_url, resp.body, resp.charset
 
 

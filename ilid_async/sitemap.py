@@ -24,7 +24,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from xml.parsers import expat
 
+from . import reasons
 from .errors import ItemError
+
+__all__ = [
+    "GZIP_MAGIC", "XML_NS", "PIECE_BYTES", "MAX_ELEMENTS", "MAX_NESTING", "MAX_NAMES", "MAX_MARKUP_BYTES",
+    "MAX_TEXT_CHARS", "ROOT_TAGS", "ENTRY_TAGS", "TEXT_TAGS", "SitemapEntry", "robots_sitemaps", "SitemapParser",
+    "walk_sitemap"
+]
 
 GZIP_MAGIC = b"\x1f\x8b"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
@@ -138,7 +145,7 @@ class SitemapParser:
                 yield from self._parse(piece)
         yield from self._parse(b"", final=True)
         if self.root_kind not in ROOT_TAGS:  # expat refuses a document without a root anyway
-            raise ItemError("malformed_sitemap", "root element is missing")
+            raise ItemError(reasons.MALFORMED_SITEMAP, "root element is missing")
 
     def _pieces(self, chunk: bytes) -> Iterator[bytes]:
         if not self._started:
@@ -164,7 +171,7 @@ class SitemapParser:
             try:
                 out = self._gunzip.decompress(data, PIECE_BYTES)
             except zlib.error as e:
-                raise ItemError("malformed_sitemap", f"bad gzip: {e}") from None
+                raise ItemError(reasons.MALFORMED_SITEMAP, f"bad gzip: {e}") from None
             data = self._gunzip.unconsumed_tail
             if out:
                 yield out
@@ -175,19 +182,19 @@ class SitemapParser:
     def _parse(self, piece: bytes, final: bool = False) -> list[SitemapEntry]:
         self.decompressed += len(piece)
         if self.decompressed > self.max_bytes:
-            raise ItemError("too_large", f"sitemap over {self.max_bytes} bytes")
+            raise ItemError(reasons.TOO_LARGE, f"sitemap over {self.max_bytes} bytes")
         self._out = []
         try:
             self._xml.Parse(piece, final)
         except expat.ExpatError as e:
-            raise ItemError("malformed_sitemap", str(e)) from None
+            raise ItemError(reasons.MALFORMED_SITEMAP, str(e)) from None
         except (LookupError, ValueError) as e:
             # An XML declaration naming an encoding expat cannot use leaks the codec lookup's error.
-            raise ItemError("malformed_sitemap", f"encoding: {e}") from None
+            raise ItemError(reasons.MALFORMED_SITEMAP, f"encoding: {e}") from None
         # Outside a handler, CurrentByteIndex is just past the last complete token: what lies
         # beyond it is one unfinished piece of markup that expat buffers whole.
         if self.decompressed - self._xml.CurrentByteIndex > self.max_markup_bytes:
-            raise ItemError("too_large_markup", f"markup over {self.max_markup_bytes} bytes unfinished")
+            raise ItemError(reasons.TOO_LARGE_MARKUP, f"markup over {self.max_markup_bytes} bytes unfinished")
         return self._out
 
     # --- expat handlers ---------------------------------------------------------------------
@@ -196,11 +203,11 @@ class SitemapParser:
         # Entity declarations live in the internal subset: refusing it rules out entity
         # expansion attacks outright. A bare DOCTYPE is harmless (expat fetches nothing).
         if has_internal_subset:
-            raise ItemError("malformed_sitemap", "a DTD internal subset (entity declarations) in a sitemap")
+            raise ItemError(reasons.MALFORMED_SITEMAP, "a DTD internal subset (entity declarations) in a sitemap")
 
     def _new_name(self, name: str) -> tuple[str, str]:
         if len(self._names) >= self.max_names:
-            raise ItemError("too_many_names", f"over {self.max_names} distinct element and attribute names")
+            raise ItemError(reasons.TOO_MANY_NAMES, f"over {self.max_names} distinct element and attribute names")
         prefix, _, local = name.rpartition(":")
         split = self._names[name] = (prefix, local.lower())
         return split
@@ -210,18 +217,18 @@ class SitemapParser:
         depth = self._depth = self._depth + 1
         self.elements += 1
         if self.elements > self.max_elements:
-            raise ItemError("too_many_elements", f"over {self.max_elements} elements")
+            raise ItemError(reasons.TOO_MANY_ELEMENTS, f"over {self.max_elements} elements")
         if depth > self.max_nesting:
-            raise ItemError("too_nested", f"elements nested over {self.max_nesting} deep")
+            raise ItemError(reasons.TOO_NESTED, f"elements nested over {self.max_nesting} deep")
         prefix, local = self._names.get(name) or self._new_name(name)
         if attrs:
             self._attributes(attrs, depth)
         ns = self._bindings.get(prefix)
         if ns is None:
-            raise ItemError("malformed_sitemap", f"unbound prefix in <{name}>")
+            raise ItemError(reasons.MALFORMED_SITEMAP, f"unbound prefix in <{name}>")
         if depth == 1:
             if local not in ROOT_TAGS:
-                raise ItemError("malformed_sitemap", f"root element is {local}")
+                raise ItemError(reasons.MALFORMED_SITEMAP, f"root element is {local}")
             self.root_kind = local
         elif local in ENTRY_TAGS:
             self._entry_kind, self._entry_ns, self._entry_depth = local, ns, depth
@@ -282,7 +289,7 @@ async def walk_sitemap(http, url: str, *, max_bytes: int, headers: dict[str, str
     batch: list[SitemapEntry] = []
     async with http.open(url, headers=headers) as resp:
         if resp.status != 200:
-            raise ItemError(f"http_{resp.status}", url)
+            raise ItemError(reasons.http_status(resp.status), url)
         async for chunk in resp.content.iter_chunked(65536):
             http.count_bytes(url, len(chunk))
             for entries in parser.steps(chunk):

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .fields import DATASET_ORDER
+
 __all__ = [
     "UNIQUE_FIELDS",
     "WORD_FIELDS",
@@ -25,7 +27,7 @@ __all__ = [
 
 # rules §7: unique values of these fields; the folder (first part of `image`) and the source
 # tag are what the ILID format adds.
-UNIQUE_FIELDS: tuple[str, ...] = ("label_short", "label_long", "description", "material", "material_finish")
+UNIQUE_FIELDS: tuple[str, ...] = DATASET_ORDER
 # rules §7: the fields with word-frequency charts, and how many words each shows.
 WORD_FIELDS: tuple[str, ...] = ("label_short", "label_long", "material")
 TOP_WORDS = 40

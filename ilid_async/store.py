@@ -22,17 +22,23 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 
+from . import reasons
 from .errors import UserError
-
 from .urls import host_of
+
+__all__ = [
+    "SCHEMA", "RECORD_COLUMNS_ADDED", "SITEMAP_COLUMNS_ADDED", "COUNTER_SITEMAPS_UNRECORDED", "LOCK_NAME",
+    "SitemapTask", "PageTask", "LabelTask", "ImageTask", "BUSY_SECONDS", "HostRoom", "lastmod_timestamp", "sample_of",
+    "StoreError", "disk_full_message", "Store"
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sitemaps (
@@ -112,20 +118,12 @@ SITEMAP_COLUMNS_ADDED = {
     "depth": "INTEGER NOT NULL DEFAULT 0",
 }
 
-# Why a sitemap found in an index (or a robots.txt) is not walked; such rows are failed with it.
-REASON_OFF_DOMAIN = "off_domain"  # a sitemap or page whose host is not on the shop's allowed_domains
-SITEMAP_TOO_DEEP = "too_deep"  # more index levels down than http.max_sitemap_depth
-SITEMAP_TOO_MANY = "too_many_sitemaps"  # the shop has http.max_sitemaps in this pass already
-SITEMAP_REFUSALS = (REASON_OFF_DOMAIN, SITEMAP_TOO_DEEP, SITEMAP_TOO_MANY)
+# Sitemaps found in an index (or a robots.txt) and not walked are failed with reasons.SITEMAP_REFUSALS.
 # Refused sitemaps beyond as many rows as max_sitemaps (per shop and pass) are only counted here:
 # a generated index of millions of children must not fill the store with refusals either.
 COUNTER_SITEMAPS_UNRECORDED = "sitemaps_refused_unrecorded"
 
 LOCK_NAME = "run.lock"  # beside state.sqlite; holds "pid N, started TIME" of the run using it
-
-# Label failures that say nothing about the record (label/openai_backend.py: every retry to the
-# labelling servers failed): the next run labels such records again.
-LABEL_RETRY_REASONS = ("server_unavailable",)
 
 # Leased state -> the pending state it returns to when a run stops mid-work.
 _LEASED = {
@@ -423,8 +421,8 @@ class Store:
         with self.transaction() as db:
             cur = db.execute(
                 "UPDATE records SET state='to_label', stage=NULL, reason=NULL WHERE state='failed' "
-                f"AND stage='label' AND reason IN ({','.join('?' * len(LABEL_RETRY_REASONS))})",
-                LABEL_RETRY_REASONS,
+                f"AND stage='label' AND reason IN ({','.join('?' * len(reasons.LABEL_RETRY))})",
+                reasons.LABEL_RETRY,
             )
         return cur.rowcount
 
@@ -493,7 +491,7 @@ class Store:
             added = 0
             for url in urls:
                 if room <= 0:
-                    refusals.append((url, SITEMAP_TOO_MANY))
+                    refusals.append((url, reasons.TOO_MANY_SITEMAPS))
                     continue
                 cur = db.execute(
                     "INSERT INTO sitemaps(url, shop, host, state, pass, depth, updated) "
@@ -503,7 +501,7 @@ class Store:
                     "WHERE sitemaps.pass < excluded.pass AND sitemaps.state IN ('done', 'failed') "
                     # found too deep before, now by a shorter path
                     "OR sitemaps.reason=? AND sitemaps.pass = excluded.pass AND sitemaps.depth > excluded.depth",
-                    (url, shop, host_of(url), crawl_pass, depth, now, SITEMAP_TOO_DEEP),
+                    (url, shop, host_of(url), crawl_pass, depth, now, reasons.TOO_DEEP),
                 )
                 added += cur.rowcount
                 room -= cur.rowcount  # a sitemap met before in this pass takes no room
@@ -532,10 +530,10 @@ class Store:
 
     def _sitemaps_in_pass(self, shop: str, crawl_pass: int) -> tuple[int, int]:
         """(sitemaps walked or to walk, sitemaps refused) of a shop in a crawl pass."""
-        marks = ",".join("?" * len(SITEMAP_REFUSALS))
+        marks = ",".join("?" * len(reasons.SITEMAP_REFUSALS))
         total, refused = self.db.execute(
             f"SELECT COUNT(*), COALESCE(SUM(state='failed' AND reason IN ({marks})), 0) FROM sitemaps "
-            "WHERE shop=? AND pass=?", (*SITEMAP_REFUSALS, shop, crawl_pass)).fetchone()
+            "WHERE shop=? AND pass=?", (*reasons.SITEMAP_REFUSALS, shop, crawl_pass)).fetchone()
         return total - refused, refused
 
     def has_sitemaps(self, shop: str) -> bool:
@@ -627,7 +625,7 @@ class Store:
                 )
                 outcome = "record"
             elif known[0] != page_url:
-                outcome = "duplicate_image_url"
+                outcome = reasons.DUPLICATE_IMAGE_URL
             else:
                 outcome = "record"
                 if known[1] != raw:  # the shop changed the text: label it again
@@ -681,7 +679,7 @@ class Store:
                     (image_url, record_id),
                 ).fetchone()
                 if taken:
-                    state, stage, reason = "rejected", "assemble", "duplicate_in_dataset"
+                    state, stage, reason = "rejected", "assemble", reasons.DUPLICATE_IN_DATASET
                 else:
                     state, stage, reason = "to_image", None, None
             db.execute(
@@ -814,13 +812,3 @@ class Store:
             ):
                 shops.setdefault(shop, {})[f"{table[:-1]} {state}"] = n
         return shops
-
-    def pending_counts(self) -> dict[str, int]:
-        q = self.db.execute
-        return {
-            "sitemaps": q("SELECT COUNT(*) FROM sitemaps WHERE state='pending'").fetchone()[0],
-            "pages": q("SELECT COUNT(*) FROM pages WHERE state='pending'").fetchone()[0],
-            "to_label": q("SELECT COUNT(*) FROM records WHERE state='to_label'").fetchone()[0],
-            "to_image": q("SELECT COUNT(*) FROM records WHERE state='to_image'").fetchone()[0],
-            "done": q("SELECT COUNT(*) FROM records WHERE state='done'").fetchone()[0],
-        }

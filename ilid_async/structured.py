@@ -47,6 +47,7 @@ __all__ = [
     "jsonld_product",
     "microdata_product",
     "opengraph_product",
+    "text_pieces",
 ]
 
 T = TypeVar("T")

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit
 
-__all__ = ["REASON_BAD_URL", "split_url", "host_of", "domain_allowed"]
-
-# The item error for a URL that does not parse, wherever crawled text holds it.
-REASON_BAD_URL = "bad_url"
-
+__all__ = ["split_url", "host_of", "domain_allowed"]
 
 def split_url(url: str) -> SplitResult | None:
     """urlsplit, or None for a URL it refuses ("http://[oops/": an unclosed IPv6 bracket) or

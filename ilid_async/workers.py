@@ -18,7 +18,10 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from . import reasons
 from .errors import ItemError
+
+__all__ = ["worker_pool", "WORKER_RETRIES", "WorkerDied", "RestartingPool"]
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,6 @@ def _started() -> None:
 
 # How often a call that was in a pool when a worker died is run again, alone, before it fails.
 WORKER_RETRIES = 2
-REASON_WORKER_DIED = "worker_died"
 
 
 class WorkerDied(ItemError):
@@ -101,7 +103,7 @@ class WorkerDied(ItemError):
     the call was run: recorded on the item as ``worker_died``."""
 
     def __init__(self, detail: str = ""):
-        super().__init__(REASON_WORKER_DIED, detail)
+        super().__init__(reasons.WORKER_DIED, detail)
 
 
 @dataclass(eq=False)

@@ -104,3 +104,47 @@ def test_comments_cite_the_rules_inside_the_repo_and_every_cited_section_exists(
     assert sections >= {str(n) for n in range(1, 9)}
     assert not missing, "cited sections docs/rules.md does not have:\n" + "\n".join(missing)
     assert not outside, "rules cited from files outside the repository:\n" + "\n".join(outside)
+
+
+def test_item_reasons_are_named_in_one_vocabulary():
+    """A reason written as a bare string ("timeout") instead of reasons.TIMEOUT is a second home
+    for it, and a typo there would invent a reason no report groups."""
+    from ilid_async import reasons
+
+    vocabulary = {value for name, value in vars(reasons).items() if name.isupper() and isinstance(value, str)}
+    assert len(vocabulary) > 40  # the module read is the vocabulary, not an empty one
+    bare = []
+    for name, path in modules().items():
+        if name == "ilid_async.reasons":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+        bare += [f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+                 if isinstance(node, ast.Constant) and node.value in vocabulary and id(node) not in docstrings]
+    assert not bare, "reasons written as strings, not reasons.*:\n" + "\n".join(bare)
+
+
+def declared_all(path: Path) -> list[str] | None:
+    for node in ast.parse(path.read_text(), str(path)).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            return list(ast.literal_eval(node.value))
+    return None
+
+
+def test_every_module_names_its_public_names_and_others_import_only_those():
+    known = modules()
+    exported = {name: declared_all(path) for name, path in known.items() if path.read_text().strip()}
+    assert not [name for name, names in exported.items() if names is None], "modules without __all__"
+    for name, names in exported.items():
+        path = known[name]
+        defined = {n.id for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Name)
+                   for n in [node]} | {node.name for node in ast.parse(path.read_text()).body
+                                       if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+        assert set(names) <= defined, f"{name}.__all__ names what it does not define"
+    unlisted = []
+    for name, path in known.items():
+        for target, imported, line in imports(name, path, known):
+            if imported and imported != "*" and imported not in (exported.get(target) or ()):
+                unlisted.append(f"{path.relative_to(REPO)}:{line}: {imported} is not in {target}.__all__")
+    assert not unlisted, "imports of names a module does not export:\n" + "\n".join(unlisted)

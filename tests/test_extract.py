@@ -8,11 +8,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from ilid_async import reasons
 from ilid_async.extract import (
-    REASON_NO_IMAGE,
-    REASON_NOT_PRODUCT_PAGE,
-    REASON_PAGE_TIME_BUDGET,
-    REASON_UNDECODABLE_PAGE,
     NotExtracted,
     RawRecord,
     check_selector,
@@ -62,12 +59,12 @@ def test_product_page() -> None:
 
 def test_non_product_page() -> None:
     html = page('<div class="category"><div class="gallery"><img src="x.jpg"></div></div>')
-    assert extract(html) == NotExtracted(REASON_NOT_PRODUCT_PAGE)
+    assert extract(html) == NotExtracted(reasons.NOT_PRODUCT_PAGE)
 
 
 def test_product_selector_decides_not_gallery() -> None:
     # Same page, but the shop's product selector does not match it.
-    assert extract(PRODUCT, product="div.not-here") == NotExtracted(REASON_NOT_PRODUCT_PAGE)
+    assert extract(PRODUCT, product="div.not-here") == NotExtracted(reasons.NOT_PRODUCT_PAGE)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +144,7 @@ def test_image_choice(gallery: str, endings: tuple[str, ...], expected: str) -> 
 )
 def test_no_image(body: str, image: str) -> None:
     html = page(f'<div class="product">{body}</div>')
-    assert extract(html, image=image) == NotExtracted(REASON_NO_IMAGE)
+    assert extract(html, image=image) == NotExtracted(reasons.NO_IMAGE)
 
 
 def test_gallery_selector_matching_container() -> None:
@@ -234,7 +231,7 @@ def test_script_and_style_text_excluded() -> None:
     ],
 )
 def test_undecodable_page(html: bytes) -> None:
-    assert extract(html) == NotExtracted(REASON_UNDECODABLE_PAGE)
+    assert extract(html) == NotExtracted(reasons.UNDECODABLE_PAGE)
 
 
 LATIN1_BODY = (
@@ -264,7 +261,7 @@ def test_latin1_page_with_charset_meta(head: str) -> None:
 
 def test_charset_from_http_header() -> None:
     html = f"<html><body>{LATIN1_BODY}</body></html>".encode("latin-1")
-    assert extract(html) == NotExtracted(REASON_UNDECODABLE_PAGE)
+    assert extract(html) == NotExtracted(reasons.UNDECODABLE_PAGE)
     result = extract(html, charset="latin-1")
     assert isinstance(result, RawRecord)
     assert result.data == ["\xe9tain"]
@@ -300,7 +297,7 @@ def test_header_charset_that_is_no_text_codec_is_undecodable(charset: str) -> No
 def test_header_charset_no_codec_lookup_takes(charset: str) -> None:
     # codecs.lookup raises ValueError, not LookupError, for a NUL or a lone surrogate.
     assert decode_page(b"<p>\xff</p>", charset) is None
-    assert extract(b"<p>\xff</p>", charset=charset) == NotExtracted(REASON_UNDECODABLE_PAGE)
+    assert extract(b"<p>\xff</p>", charset=charset) == NotExtracted(reasons.UNDECODABLE_PAGE)
 
 
 @pytest.mark.parametrize("charset", ["unicode_escape", "raw-unicode-escape"])
@@ -470,8 +467,8 @@ def test_extract_product_gives_a_record_or_a_reason(raw: bytes, charset: str | N
     selectors, fallback = shop
     result = extract_product(raw, PAGE_URL, **selectors, charset=charset, structured_fallback=fallback)
     if isinstance(result, NotExtracted):
-        assert result.reason in (REASON_NOT_PRODUCT_PAGE, REASON_NO_IMAGE, REASON_UNDECODABLE_PAGE,
-                                 REASON_PAGE_TIME_BUDGET)
+        assert result.reason in (reasons.NOT_PRODUCT_PAGE, reasons.NO_IMAGE, reasons.UNDECODABLE_PAGE,
+                                 reasons.PAGE_TIME_BUDGET)
     else:
         assert isinstance(result, RawRecord)
         assert isinstance(result.image_url, str) and isinstance(result.label, str)

@@ -6,16 +6,9 @@ import copy
 
 import pytest
 
+from ilid_async import reasons
 from ilid_async.filters import (
     MAX_FOLDER_BYTES,
-    POSTFILTER_REASONS,
-    PREFILTER_REASONS,
-    REASON_DUPLICATE_IMAGE_URL,
-    REASON_EMPTY_DATA,
-    REASON_EMPTY_LABEL,
-    REASON_MISSING_LABEL_LONG,
-    REASON_MISSING_LABEL_SHORT,
-    REASON_UNSAFE_FOLDER,
     Cleaned,
     Labels,
     Rejected,
@@ -32,9 +25,9 @@ ACME = compile_tradename(r"acme(?:\s+tools)?")
 
 
 def test_reason_constants() -> None:
-    assert PREFILTER_REASONS == ("empty_label", "empty_data")
-    assert POSTFILTER_REASONS == ("missing_label_short", "missing_label_long", "unsafe_folder")
-    assert REASON_DUPLICATE_IMAGE_URL == "duplicate_image_url"
+    assert reasons.PREFILTER == ("empty_label", "empty_data")
+    assert reasons.POSTFILTER == ("missing_label_short", "missing_label_long", "unsafe_folder")
+    assert reasons.DUPLICATE_IMAGE_URL == "duplicate_image_url"
 
 
 # --- compile_tradename ---------------------------------------------------------
@@ -63,12 +56,12 @@ def test_compile_tradename_invalid_raises_value_error() -> None:
     ("label", "data", "tradename", "expected"),
     [
         # rule 2
-        pytest.param("", ["x"], None, Rejected(REASON_EMPTY_LABEL), id="r2-empty-label"),
+        pytest.param("", ["x"], None, Rejected(reasons.EMPTY_LABEL), id="r2-empty-label"),
         # rule 2 before rule 3: both empty -> label reason
-        pytest.param("", [], None, Rejected(REASON_EMPTY_LABEL), id="r2-before-r3"),
+        pytest.param("", [], None, Rejected(reasons.EMPTY_LABEL), id="r2-before-r3"),
         # rule 3
-        pytest.param("Bolt", [], None, Rejected(REASON_EMPTY_DATA), id="r3-no-data"),
-        pytest.param("Bolt", ["", ""], None, Rejected(REASON_EMPTY_DATA), id="r3-data-emptied"),
+        pytest.param("Bolt", [], None, Rejected(reasons.EMPTY_DATA), id="r3-no-data"),
+        pytest.param("Bolt", ["", ""], None, Rejected(reasons.EMPTY_DATA), id="r3-data-emptied"),
         pytest.param("Bolt", ["", "steel", ""], None, Cleaned("Bolt", ["steel"]), id="r3-drops-empty-strings"),
         # rule 4
         pytest.param(
@@ -93,7 +86,7 @@ def test_compile_tradename_invalid_raises_value_error() -> None:
             Cleaned("ACME Hex Bolt", ["acme"]),
             id="r5-no-tradename-keeps-text",
         ),
-        pytest.param("Acme", ["steel"], ACME, Rejected(REASON_EMPTY_LABEL), id="r5-label-only-tradename"),
+        pytest.param("Acme", ["steel"], ACME, Rejected(reasons.EMPTY_LABEL), id="r5-label-only-tradename"),
         # rule 6
         pytest.param(
             "Bolt M12x40",
@@ -103,8 +96,8 @@ def test_compile_tradename_invalid_raises_value_error() -> None:
             id="r6-digit-runs",
         ),
         pytest.param("Bolt", ["٣٤ mm"], None, Cleaned("Bolt", ["mm"]), id="r6-unicode-digits"),
-        pytest.param("12345", ["steel"], None, Rejected(REASON_EMPTY_LABEL), id="r6-label-only-digits"),
-        pytest.param("Bolt", ["123", "4 5"], None, Rejected(REASON_EMPTY_DATA), id="r6-data-only-digits"),
+        pytest.param("12345", ["steel"], None, Rejected(reasons.EMPTY_LABEL), id="r6-label-only-digits"),
+        pytest.param("Bolt", ["123", "4 5"], None, Rejected(reasons.EMPTY_DATA), id="r6-data-only-digits"),
         # rule 7
         pytest.param(
             "Hex   Bolt",
@@ -120,8 +113,8 @@ def test_compile_tradename_invalid_raises_value_error() -> None:
             Cleaned("Bolt", ["steel"]),
             id="r7-whitespace-only-data-dropped",
         ),
-        pytest.param("   ", ["steel"], None, Rejected(REASON_EMPTY_LABEL), id="r7-whitespace-only-label"),
-        pytest.param("Bolt", [" ", "\t\n"], None, Rejected(REASON_EMPTY_DATA), id="r7-all-data-whitespace"),
+        pytest.param("   ", ["steel"], None, Rejected(reasons.EMPTY_LABEL), id="r7-whitespace-only-label"),
+        pytest.param("Bolt", [" ", "\t\n"], None, Rejected(reasons.EMPTY_DATA), id="r7-all-data-whitespace"),
         pytest.param(
             "Bolt 12 mm",
             ["steel"],
@@ -168,7 +161,7 @@ def test_prefilter_dedup_keeps_first() -> None:
         ("http://s/a.jpg", "First"),
         ("http://s/b.jpg", "Other"),
     ]
-    assert rejected == [(records[2], REASON_DUPLICATE_IMAGE_URL)]
+    assert rejected == [(records[2], reasons.DUPLICATE_IMAGE_URL)]
 
 
 def test_prefilter_dedup_runs_before_other_rules() -> None:
@@ -176,7 +169,7 @@ def test_prefilter_dedup_runs_before_other_rules() -> None:
     records = [_rec("u", "", ["x"]), _rec("u", "Good", ["x"])]
     kept, rejected = prefilter(records, None)
     assert kept == []
-    assert [reason for _, reason in rejected] == [REASON_EMPTY_LABEL, REASON_DUPLICATE_IMAGE_URL]
+    assert [reason for _, reason in rejected] == [reasons.EMPTY_LABEL, reasons.DUPLICATE_IMAGE_URL]
 
 
 def test_prefilter_cleans_and_keeps_other_keys_without_mutating() -> None:
@@ -192,9 +185,9 @@ def test_prefilter_cleans_and_keeps_other_keys_without_mutating() -> None:
         {"url": "u1", "web": {"label": "Bolt", "data": ["steel"]}, "page_url": "http://s/p1", "shop": "s"}
     ]
     assert [(r["url"], reason) for r, reason in rejected] == [
-        ("u2", REASON_EMPTY_LABEL),
-        ("u3", REASON_EMPTY_DATA),
-        ("u4", REASON_EMPTY_DATA),
+        ("u2", reasons.EMPTY_LABEL),
+        ("u3", reasons.EMPTY_DATA),
+        ("u4", reasons.EMPTY_DATA),
     ]
     assert records == before
 
@@ -202,7 +195,7 @@ def test_prefilter_cleans_and_keeps_other_keys_without_mutating() -> None:
 def test_prefilter_missing_web_fields_are_empty() -> None:
     kept, rejected = prefilter([{"url": "u"}, {"url": "v", "web": {"label": "L", "data": None}}], None)
     assert kept == []
-    assert [reason for _, reason in rejected] == [REASON_EMPTY_LABEL, REASON_EMPTY_DATA]
+    assert [reason for _, reason in rejected] == [reasons.EMPTY_LABEL, reasons.EMPTY_DATA]
 
 
 # --- rules §3 no-value rule ------------------------------------------------------------
@@ -381,27 +374,27 @@ def test_postfilter_good_record() -> None:
     ("changes", "expected"),
     [
         # label presence and cleaning; label_short is checked first
-        pytest.param({"label_short": None}, Rejected(REASON_MISSING_LABEL_SHORT), id="short-null"),
-        pytest.param({"label_short": "abc"}, Rejected(REASON_MISSING_LABEL_SHORT), id="short-too-short"),
-        pytest.param({"label_short": "a!b!c!"}, Rejected(REASON_MISSING_LABEL_SHORT), id="short-short-after-clean"),
-        pytest.param({"label_long": None}, Rejected(REASON_MISSING_LABEL_LONG), id="long-null"),
-        pytest.param({"label_long": "?!"}, Rejected(REASON_MISSING_LABEL_LONG), id="long-empty-after-clean"),
+        pytest.param({"label_short": None}, Rejected(reasons.MISSING_LABEL_SHORT), id="short-null"),
+        pytest.param({"label_short": "abc"}, Rejected(reasons.MISSING_LABEL_SHORT), id="short-too-short"),
+        pytest.param({"label_short": "a!b!c!"}, Rejected(reasons.MISSING_LABEL_SHORT), id="short-short-after-clean"),
+        pytest.param({"label_long": None}, Rejected(reasons.MISSING_LABEL_LONG), id="long-null"),
+        pytest.param({"label_long": "?!"}, Rejected(reasons.MISSING_LABEL_LONG), id="long-empty-after-clean"),
         pytest.param(
             {"label_short": None, "label_long": None},
-            Rejected(REASON_MISSING_LABEL_SHORT),
+            Rejected(reasons.MISSING_LABEL_SHORT),
             id="both-null-short-first",
         ),
         pytest.param(
             {"label_short": "abc", "label_long": None},
-            Rejected(REASON_MISSING_LABEL_SHORT),
+            Rejected(reasons.MISSING_LABEL_SHORT),
             id="short-cleaned-null-before-long-missing",
         ),
         # folder: label "...." survives clean() (dots kept) but its folder is empty
-        pytest.param({"label_short": "...."}, Rejected(REASON_UNSAFE_FOLDER), id="dots-label-unsafe-folder"),
-        pytest.param({"label_short": "x" * 201}, Rejected(REASON_UNSAFE_FOLDER), id="long-label-unsafe-folder"),
+        pytest.param({"label_short": "...."}, Rejected(reasons.UNSAFE_FOLDER), id="dots-label-unsafe-folder"),
+        pytest.param({"label_short": "x" * 201}, Rejected(reasons.UNSAFE_FOLDER), id="long-label-unsafe-folder"),
         pytest.param(
             {"label_short": "....", "label_long": None},
-            Rejected(REASON_MISSING_LABEL_LONG),
+            Rejected(reasons.MISSING_LABEL_LONG),
             id="missing-long-before-unsafe-folder",
         ),
     ],
@@ -411,8 +404,8 @@ def test_postfilter_rejects(changes: dict, expected: Rejected) -> None:
 
 
 def test_postfilter_missing_keys() -> None:
-    assert postfilter({}) == Rejected(REASON_MISSING_LABEL_SHORT)
-    assert postfilter({"label_short": "hex bolt"}) == Rejected(REASON_MISSING_LABEL_LONG)
+    assert postfilter({}) == Rejected(reasons.MISSING_LABEL_SHORT)
+    assert postfilter({"label_short": "hex bolt"}) == Rejected(reasons.MISSING_LABEL_LONG)
 
 
 @pytest.mark.parametrize(
@@ -440,7 +433,7 @@ def test_postfilter_fields(changes: dict, field: str, expected: str | None) -> N
 
 def test_postfilter_min_field_length() -> None:
     fields = {**GOOD, "label_short": "nut", "material": "abs"}
-    assert postfilter(fields) == Rejected(REASON_MISSING_LABEL_SHORT)
+    assert postfilter(fields) == Rejected(reasons.MISSING_LABEL_SHORT)
     result = postfilter(fields, min_field_length=3)
     assert isinstance(result, Labels)
     assert (result.label_short, result.material, result.folder) == ("nut", "abs", "nut")
@@ -449,7 +442,7 @@ def test_postfilter_min_field_length() -> None:
 def test_no_value_then_postfilter() -> None:
     # The LLM stage applies the no-value rule, then the post-filter drops the record.
     fields = apply_no_value_rule({**GOOD, "label_short": "N/A", "material": "notched steel"})
-    assert postfilter(fields) == Rejected(REASON_MISSING_LABEL_SHORT)
+    assert postfilter(fields) == Rejected(reasons.MISSING_LABEL_SHORT)
     kept = postfilter(apply_no_value_rule({**GOOD, "material": "notched steel", "material_finish": "none"}))
     assert isinstance(kept, Labels)
     assert (kept.material, kept.material_finish) == ("notched steel", None)

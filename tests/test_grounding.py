@@ -4,13 +4,14 @@ filters.reject_ungrounded setting and the post-filter rejection it makes."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import assert_one_line_exit_2, write_config
 from shop import SHOP_TOML
+
 from ilid_async.cli import main
 from ilid_async.config import Config, load_config
 from ilid_async.dataset import write_json_atomic
-from ilid_async.label.quality import GROUNDED_FIELDS, grounding_counts, page_words, ungrounded_fields
+from ilid_async.fields import GROUNDED_FIELDS
+from ilid_async.label.quality import grounding_counts, page_words, ungrounded_fields
 from ilid_async.label.result import LabelResult
 from ilid_async.pipeline import Pipeline, ungrounded_rejection
 from ilid_async.report import format_summary, label_quality_lines

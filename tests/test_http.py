@@ -161,3 +161,19 @@ async def test_a_url_no_parser_takes_is_bad_url(url):
         with pytest.raises(ItemError) as err:
             await http.get(url, max_bytes=1000)
     assert err.value.reason == "bad_url"
+
+
+@pytest.mark.parametrize("status", [200, 204, 404, 503])
+def test_raise_for_status_takes_only_200_and_names_the_status(status):
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from ilid_async.http import Response
+
+    resp = Response("http://127.0.0.1/a", "http://127.0.0.1/a", status, CIMultiDictProxy(CIMultiDict()), b"")
+    assert resp.ok == (status == 200)
+    if status == 200:
+        resp.raise_for_status()
+        return
+    with pytest.raises(ItemError) as caught:
+        resp.raise_for_status()
+    assert caught.value.reason == f"http_{status}" and caught.value.detail == "http://127.0.0.1/a"

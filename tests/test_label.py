@@ -6,11 +6,12 @@ import asyncio
 
 import pytest
 import pytest_asyncio
-
 from conftest import DEFAULT_PROMPT, ZERO_SHOT_PROMPT
-from ilid_async.config import LABEL_FIELDS, LlmSettings, load_prompt
-from ilid_async.label.engine import LabelEngine
+
+from ilid_async.config import LlmSettings, load_prompt
+from ilid_async.fields import LABEL_FIELDS
 from ilid_async.label.chat_format import ChatFormat
+from ilid_async.label.engine import LabelEngine
 from ilid_async.label.prompt import clean_value, field_prefix, render_user
 from ilid_async.label.quality import label_quality, quality_issues
 

@@ -12,10 +12,11 @@ import sys
 import orjson
 import pytest
 import pytest_asyncio
-
 from conftest import DEFAULT_PROMPT, REPO, ZERO_SHOT_PROMPT, assert_one_line_exit_2, write_config
-from ilid_async.config import DEFAULT_MAX_WORDS, LABEL_FIELDS, PACKAGED_PROMPT, LlmSettings, load_config, load_prompt
+
+from ilid_async.config import DEFAULT_MAX_WORDS, PACKAGED_PROMPT, LlmSettings, load_config, load_prompt
 from ilid_async.demo.catalogue import build_catalogue
+from ilid_async.fields import LABEL_FIELDS
 from ilid_async.filters import Rejected, prefilter_record
 from ilid_async.label.chat_format import GEMMA_TURNS, ChatFormat
 from ilid_async.label.engine import LabelEngine

@@ -18,14 +18,16 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import assert_one_line_exit_2, run_cli, short_prompt, write_config
 from shop import SHOP_TOML, ShopServer, TestShop, many_products
-from ilid_async.config import LABEL_FIELDS, LlmSettings, load_prompt
+
+from ilid_async import reasons
+from ilid_async.config import LlmSettings, load_prompt
 from ilid_async.errors import UserError
+from ilid_async.fields import LABEL_FIELDS
 from ilid_async.label.backends import make_labeller
-from ilid_async.label.openai_backend import REASON_UNAVAILABLE, OpenAIBackend
-from ilid_async.store import LABEL_RETRY_REASONS, Store
+from ilid_async.label.openai_backend import OpenAIBackend
+from ilid_async.store import Store
 
 HINGE = ("Hinge zinc die-cast", ["Hinge for aluminium profiles.", "Material", "zinc die-cast",
                                  "Finish", "black powder-coated"])
@@ -190,10 +192,10 @@ async def test_a_server_that_dies_mid_run_ends_every_record(tmp_path):
     finally:
         dying.kill()
         await backend.close()
-    assert all(r.fields is not None or r.reason == REASON_UNAVAILABLE for r in results)
+    assert all(r.fields is not None or r.reason == reasons.SERVER_UNAVAILABLE for r in results)
     assert sum(r.fields is not None for r in results) >= 1
-    assert sum(r.reason == REASON_UNAVAILABLE for r in results) >= 3  # at most 2 were in flight
-    assert REASON_UNAVAILABLE in LABEL_RETRY_REASONS  # the store gives them to the next run
+    assert sum(r.reason == reasons.SERVER_UNAVAILABLE for r in results) >= 3  # at most 2 were in flight
+    assert reasons.SERVER_UNAVAILABLE in reasons.LABEL_RETRY  # the store gives them to the next run
 
 
 async def test_an_unreachable_server_among_several_is_skipped(server, tmp_path, caplog):
@@ -307,7 +309,7 @@ async def test_retries_used_up_make_the_record_unavailable(tmp_path):
         await backend.close()
     finally:
         flaky.stop()
-    assert result.fields is None and result.reason == REASON_UNAVAILABLE
+    assert result.fields is None and result.reason == reasons.SERVER_UNAVAILABLE
     assert len(flaky.shop.completions) == 1 + 3
 
 
@@ -325,8 +327,8 @@ async def test_an_outage_spends_the_retries_once_not_once_per_record(tmp_path):
         await backend.close()
     finally:
         down.stop()
-    assert first.reason == REASON_UNAVAILABLE and after_first == 1 + 3
-    assert all(r.fields is None and r.reason == REASON_UNAVAILABLE for r in later)
+    assert first.reason == reasons.SERVER_UNAVAILABLE and after_first == 1 + 3
+    assert all(r.fields is None and r.reason == reasons.SERVER_UNAVAILABLE for r in later)
     assert len(down.shop.completions) - after_first == 3  # one request each
 
 
@@ -414,16 +416,16 @@ def test_a_dead_server_loses_no_records(tmp_path):
         stdout, stderr = run.communicate(timeout=300)
         assert run.returncode == 0, stderr
         first = records(tmp_path)
-        unavailable = {rid for rid, (state, reason) in first.items() if reason == REASON_UNAVAILABLE}
+        unavailable = {rid for rid, (state, reason) in first.items() if reason == reasons.SERVER_UNAVAILABLE}
         assert unavailable and all(first[rid][0] == "failed" for rid in unavailable)
-        assert REASON_UNAVAILABLE in stdout  # the summary names the reason
+        assert reasons.SERVER_UNAVAILABLE in stdout  # the summary names the reason
 
         server = LlamaServer(tmp_path, port=server.port).start()
         again = run_cli("run", str(config), timeout=300)
         assert again.returncode == 0, again.stderr
         second = records(tmp_path)
         assert all(second[rid][0] in ("done", "rejected") for rid in unavailable)
-        assert not any(reason == REASON_UNAVAILABLE for _, reason in second.values())
+        assert not any(reason == reasons.SERVER_UNAVAILABLE for _, reason in second.values())
     finally:
         server.kill()
         shop.stop()
@@ -437,7 +439,7 @@ def test_store_returns_unavailable_records_to_labelling(tmp_path):
                                  image_url=f"http://a.test/{i}.jpg", raw_label="Hinge", raw_data=["zinc"],
                                  cleaned=("Hinge", ["zinc"]), reject_reason=None)
     assert len(store.lease_for_labelling(10)) == 3
-    store.commit_labels("r0", answer=None, labels=None, folder=None, fail=REASON_UNAVAILABLE)
+    store.commit_labels("r0", answer=None, labels=None, folder=None, fail=reasons.SERVER_UNAVAILABLE)
     store.commit_labels("r1", answer=None, labels=None, folder=None, fail="empty_answer")
     store.commit_labels("r2", answer=None, labels=None, folder=None, fail="server_http_400")
     assert store.requeue_label_failures() == 1

@@ -8,17 +8,15 @@ import json
 import sqlite3
 
 import pytest
+from conftest import run_cli, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from selectolax.lexbor import LexborHTMLParser
-
-from conftest import run_cli, write_config
 from shop import Product, ShopServer, TestShop
+
+from ilid_async import reasons
 from ilid_async.extract import (
     PAGE_TIME_BUDGET,
-    REASON_NO_IMAGE,
-    REASON_NOT_PRODUCT_PAGE,
-    REASON_PAGE_TIME_BUDGET,
     NotExtracted,
     RawRecord,
     Sources,
@@ -429,7 +427,7 @@ def test_fields_come_from_the_first_source_that_has_them() -> None:
 
 def test_shop_image_endings_apply_to_structured_images() -> None:
     html = page(head=ld({**BOLT, "image": ["/a.png", "/b.webp"]}))
-    assert extract_product(html, PAGE_URL, **NO_SELECTORS) == NotExtracted(REASON_NO_IMAGE)
+    assert extract_product(html, PAGE_URL, **NO_SELECTORS) == NotExtracted(reasons.NO_IMAGE)
     result = extract_product(html, PAGE_URL, **{**NO_SELECTORS, "image_endings": (".webp",)})
     assert isinstance(result, RawRecord) and result.image_url == "https://shop.example/b.webp"
     # An empty ending accepts any URL (CDNs often serve images without a file ending).
@@ -447,7 +445,7 @@ def test_shop_image_endings_apply_to_structured_images() -> None:
     ],
 )
 def test_shop_without_selectors_needs_a_declared_product(head: str) -> None:
-    assert extract_product(page(head=head), PAGE_URL, **NO_SELECTORS) == NotExtracted(REASON_NOT_PRODUCT_PAGE)
+    assert extract_product(page(head=head), PAGE_URL, **NO_SELECTORS) == NotExtracted(reasons.NOT_PRODUCT_PAGE)
 
 
 def test_opengraph_product_type_alone_is_a_product_page() -> None:
@@ -483,7 +481,7 @@ def selector_page(gallery: str = '<img src="/g.jpg">', title: str = "Selector ti
                                Sources(image=JSONLD, data=JSONLD)), id="no-image-blank-data"),
         pytest.param({"title": "", "head": ""}, RawRecord("https://shop.example/g.jpg", "", ["Selector data"],
                                                           Sources(label="")), id="nothing-to-fill-with"),
-        pytest.param({"gallery": "", "head": og(title="OG")}, NotExtracted(REASON_NO_IMAGE), id="no-image-anywhere"),
+        pytest.param({"gallery": "", "head": og(title="OG")}, NotExtracted(reasons.NO_IMAGE), id="no-image-anywhere"),
     ],
 )
 def test_fallback_fills_what_selectors_miss(kwargs: dict, expected: RawRecord | NotExtracted) -> None:
@@ -493,14 +491,14 @@ def test_fallback_fills_what_selectors_miss(kwargs: dict, expected: RawRecord | 
 def test_fallback_never_overrules_the_product_selector() -> None:
     html = page('<div class="category"></div>', head=ld(BOLT))
     assert extract_product(html, PAGE_URL, **SELECTORS, structured_fallback=True) == NotExtracted(
-        REASON_NOT_PRODUCT_PAGE)
+        reasons.NOT_PRODUCT_PAGE)
 
 
 def test_without_fallback_selectors_alone_decide() -> None:
     # The same pages as above: structured data is ignored, behaviour is the selector-only one.
     assert extract_product(selector_page(title=""), PAGE_URL, **SELECTORS) == RawRecord(
         "https://shop.example/g.jpg", "", ["Selector data"])
-    assert extract_product(selector_page(gallery=""), PAGE_URL, **SELECTORS) == NotExtracted(REASON_NO_IMAGE)
+    assert extract_product(selector_page(gallery=""), PAGE_URL, **SELECTORS) == NotExtracted(reasons.NO_IMAGE)
 
 
 def test_some_selectors_only() -> None:
@@ -509,7 +507,7 @@ def test_some_selectors_only() -> None:
     result = extract_product(selector_page(gallery=""), PAGE_URL, **selectors)
     assert result == RawRecord("https://cdn.example/bolt.jpg", "Selector title", ["Selector data"],
                                Sources(image=JSONLD))
-    assert extract_product(selector_page(head=""), PAGE_URL, **selectors) == NotExtracted(REASON_NOT_PRODUCT_PAGE)
+    assert extract_product(selector_page(head=""), PAGE_URL, **selectors) == NotExtracted(reasons.NOT_PRODUCT_PAGE)
 
 
 # --- the page's time budget -------------------------------------------------------------
@@ -548,9 +546,9 @@ def test_readers_check_the_deadline_as_they_go(html: str, read) -> None:
 def test_page_past_its_budget_is_not_extracted(selectors: dict) -> None:
     html = selector_page(specs="<p>spec</p>")
     assert isinstance(extract_product(html, PAGE_URL, **selectors), RawRecord)
-    assert extract_product(html, PAGE_URL, **selectors, time_budget=0) == NotExtracted(REASON_PAGE_TIME_BUDGET)
+    assert extract_product(html, PAGE_URL, **selectors, time_budget=0) == NotExtracted(reasons.PAGE_TIME_BUDGET)
     assert extract_product(deep_microdata_page().encode(), PAGE_URL, **selectors, time_budget=0) == NotExtracted(
-        REASON_PAGE_TIME_BUDGET)
+        reasons.PAGE_TIME_BUDGET)
 
 
 def test_no_budget() -> None:

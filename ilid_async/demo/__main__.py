@@ -11,6 +11,8 @@ import asyncio
 from ..cli import run_event_loop
 from .server import start_demo_server
 
+__all__ = ["main"]
+
 
 async def _serve(host: str, port: int, products: int, seed: int, prerender: bool) -> None:
     server = await start_demo_server(host=host, port=port, n_products=products, seed=seed,

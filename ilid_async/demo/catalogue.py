@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Callable, ClassVar
 
+__all__ = [
+    "TRADENAMES", "PLACEHOLDER_NAME", "Image", "PLACEHOLDER", "Category", "Product", "Catalogue", "DIGIT_ONLY",
+    "FINISHES", "CATEGORIES", "LARGEST_SIZE", "build_catalogue"
+]
+
 # Tradenames used in product names and descriptions. shops/demo.toml carries the same list,
 # lower-cased, as its tradename regex, so the pre-filter can strip them from labels.
 TRADENAMES: list[str] = [

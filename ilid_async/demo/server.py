@@ -26,6 +26,12 @@ from PIL import ImageDraw, ImageOps
 
 from .catalogue import Catalogue, Image, Product, build_catalogue
 
+__all__ = [
+    "SHOP_NAME", "PRODUCTS_PER_SITEMAP", "PLAIN_SITEMAP_NUMBER", "PAGES_LASTMOD", "INFO_PAGES", "SITEMAP_NS",
+    "IMAGE_NS", "render_image", "PLACEHOLDER_SVG", "LOGO_SVG", "SHOP_CSS", "Handler", "DemoServer",
+    "start_demo_server"
+]
+
 SHOP_NAME = "Werkstock Industrial Supply"
 PRODUCTS_PER_SITEMAP = 100
 # This product sitemap is served as plain XML although its name ends in .gz.

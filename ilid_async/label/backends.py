@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ..config import LlmSettings, PromptConfig
 
+__all__ = ["make_labeller"]
+
 
 def make_labeller(llm: LlmSettings, prompt: PromptConfig):
     """The in-process llama.cpp engine, or the client of OpenAI-compatible servers. Either has

@@ -32,11 +32,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import reasons
 from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
 from .prompt import PromptRenderer, chat_format, clean_value, field_prefix, prompt_budget, record_seed, value_end
 from .quality import text_word_set, text_words
 from .result import LabelResult, answer_result, count_result, new_stats
+
+__all__ = [
+    "DEMO_MODEL_WARNING", "PREFIX_SEQ", "FLASH_ATTN", "VocabClasses", "vocab_classes", "text_tokens",
+    "resolve_model_path", "LabelEngine"
+]
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +260,7 @@ class LabelEngine:
                 done = step(active)
             except Exception as e:  # noqa: BLE001 - a failed decode fails its records, not the queue
                 log.warning("labelling failed: %s", e)
-                done = [(seq, LabelResult(None, f"engine_error: {type(e).__name__}", seq.truncated))
+                done = [(seq, LabelResult(None, reasons.engine_error(e), seq.truncated))
                         for seq in active]
             for seq, result in done:
                 active.remove(seq)
@@ -382,11 +388,11 @@ class LabelEngine:
         try:
             text, truncated = self._chat_prompt(job.label, job.data)
         except OverflowError:
-            self._finish(job, LabelResult(None, "context_overflow"))
+            self._finish(job, LabelResult(None, reasons.CONTEXT_OVERFLOW))
             return None
         except Exception as e:  # noqa: BLE001 - one record's failure never stops the queue
             log.warning("labelling failed: %s", e)
-            self._finish(job, LabelResult(None, f"engine_error: {type(e).__name__}"))
+            self._finish(job, LabelResult(None, reasons.engine_error(e)))
             return None
         self.stats["truncated"] += truncated
         sampler = None

@@ -29,16 +29,17 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from .. import reasons
 from ..config import LlmSettings, PromptConfig
 from ..errors import UserError
-from .prompt import PromptRenderer, VALUE_STOPS, chat_format, clean_value, field_prefix, record_seed, value_end
+from .prompt import VALUE_STOPS, PromptRenderer, chat_format, clean_value, field_prefix, record_seed, value_end
 from .quality import text_word_set
 from .result import LabelResult, answer_result, count_result, new_stats
 
+__all__ = ["PROBE_TIMEOUT", "MAX_RETRY_AFTER", "AVOID_SECONDS", "NO_DIGITS_GRAMMAR", "OpenAIBackend"]
+
 log = logging.getLogger(__name__)
 
-REASON_UNAVAILABLE = "server_unavailable"  # every retry failed; the record is labelled again later
-REASON_BAD_ANSWER = "server_bad_answer"  # not the JSON a completions endpoint answers
 PROBE_TIMEOUT = 15.0  # seconds for the start-up check of one server
 MAX_RETRY_AFTER = 60.0  # a server's Retry-After is honoured up to this many seconds
 AVOID_SECONDS = 10.0  # a server that failed a request gets no new records for this long
@@ -277,7 +278,7 @@ class OpenAIBackend:
                     await resp.read()
                 problem = f"HTTP {status}"
                 if status != 429 and status < 500:
-                    raise _Failed(f"server_http_{status}")
+                    raise _Failed(reasons.server_http(status))
                 down = status != 429  # a busy server asks to wait: not an outage
             except (aiohttp.ClientError, TimeoutError) as e:
                 problem, down = type(e).__name__, True
@@ -285,16 +286,16 @@ class OpenAIBackend:
                 server.failing = True
                 log.warning("labelling server %s fails (%s): requests are retried, records whose "
                             "retries fail are %s and are labelled again by the next run",
-                            server.shown, problem, REASON_UNAVAILABLE)
+                            server.shown, problem, reasons.SERVER_UNAVAILABLE)
             server.avoid_until = time.monotonic() + AVOID_SECONDS
             all_down = down and all(s.failing for s in self._servers)
             if attempt >= self.llm.retries or (all_down and self._outage):
                 if all_down and not self._outage:
                     self._outage = True
                     log.warning("no labelling server answers: records fail at once as %s until one "
-                                "answers again", REASON_UNAVAILABLE)
+                                "answers again", reasons.SERVER_UNAVAILABLE)
                 log.info("labelling server %s: %s, no retries left", server.shown, problem)
-                raise _Failed(REASON_UNAVAILABLE)
+                raise _Failed(reasons.SERVER_UNAVAILABLE)
             attempt += 1
             delay = self.llm.backoff * 2 ** (attempt - 1) * random.uniform(0.75, 1.25)
             delay = max(delay, _retry_after_seconds(retry_after))
@@ -308,9 +309,9 @@ class OpenAIBackend:
             choice = answer["choices"][0]
             text = choice["text"]
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-            raise _Failed(REASON_BAD_ANSWER) from None
+            raise _Failed(reasons.SERVER_BAD_ANSWER) from None
         if not isinstance(text, str):
-            raise _Failed(REASON_BAD_ANSWER)
+            raise _Failed(reasons.SERVER_BAD_ANSWER)
         usage = answer.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             self.stats["tokens"] += usage["completion_tokens"]

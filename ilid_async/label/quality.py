@@ -14,6 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from ..fields import GROUNDED_FIELDS
+
+__all__ = [
+    "SHORT_LABEL_MAX_WORDS", "DESCRIPTION_MAX_WORDS", "QUALITY_KEYS", "quality_issues", "label_quality", "stem_words",
+    "page_words", "ungrounded_fields", "grounding_counts", "NO_VALUE", "text_words", "text_word_set",
+    "word_from_text", "words_from_text", "first_word_not_from_text"
+]
+
 SHORT_LABEL_MAX_WORDS = 4
 DESCRIPTION_MAX_WORDS = 30
 QUALITY_KEYS = ("label_short_over_4_words", "description_over_30_words", "with_digits")
@@ -55,7 +63,6 @@ def label_quality(records: Iterable[Mapping[str, str | None]]) -> dict[str, int]
 # --- grounding ----------------------------------------------------------------------------------
 
 # Fields that name things the page must mention; a description may summarise in other words.
-GROUNDED_FIELDS = ("label_long", "label_short", "material", "material_finish")
 # Words a label may add that a page need not contain.
 _FUNCTION_WORDS = frozenset("a an and as at by for from in into of on or per the to with without".split())
 # Common English endings: "hinges" is grounded in "hinge", "plated" in "plating".

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import reasons
 from .quality import QUALITY_KEYS, quality_issues
+
+__all__ = ["LabelResult", "answer_result", "new_stats", "count_result"]
 
 
 @dataclass
@@ -22,7 +25,7 @@ class LabelResult:
 def answer_result(fields: dict[str, str | None], truncated: bool) -> LabelResult:
     """The result of a record whose five values were generated: a failure if all are empty."""
     if not any(fields.values()):
-        return LabelResult(None, "empty_answer", truncated)
+        return LabelResult(None, reasons.EMPTY_ANSWER, truncated)
     return LabelResult(fields, None, truncated)
 
 
