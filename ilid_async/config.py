@@ -22,7 +22,7 @@ import msgspec
 from msgspec import Meta, field
 
 from .errors import UserError
-from .fields import GROUNDED_FIELDS, LABEL_FIELDS, LabelField
+from .fields import LABEL_FIELDS, GroundedField, LabelField
 from .label.quality import first_word_not_from_text, text_word_set
 
 __all__ = [
@@ -200,7 +200,7 @@ class FilterSettings(_Table, kw_only=True):
     min_field_length: AtLeast0 = 4
     # Fields whose not-grounded labels (a word the page text lacks) reject the record;
     # default none = count only (label_long, label_short, material, material_finish).
-    reject_ungrounded: list[Literal[GROUNDED_FIELDS]] = []
+    reject_ungrounded: list[GroundedField] = []
 
 
 class Selectors(_Table, kw_only=True):
@@ -398,6 +398,7 @@ def _explain(cls: type, table: dict, message: str) -> SettingError:
 
 def _locate(cls: type, table: dict, where: str) -> tuple[str, Any, Any]:
     """The dotted key, declared type and file value at an error's location."""
+    value: Any
     key, tp, value = "", cls, table
     for name, index in _STEP.findall(where):
         tp = _unwrap(tp)[0]

@@ -142,7 +142,7 @@ def decode_page(html: bytes, charset: str | None = None) -> str | None:
             continue
         if name in _WINDOWS_1252_ALIASES:
             # cp1252 leaves five bytes undefined; latin-1 then decodes them.
-            names = ("cp1252", "latin_1")
+            names: tuple[str, ...] = ("cp1252", "latin_1")
         else:
             names = (name,)
         for codec in names:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-__all__ = ["LabelField", "LABEL_FIELDS", "DATASET_ORDER", "NAME_FIELDS", "MATERIAL_FIELDS", "GROUNDED_FIELDS"]
+__all__ = ["LabelField", "GroundedField", "LABEL_FIELDS", "DATASET_ORDER", "NAME_FIELDS", "MATERIAL_FIELDS", "GROUNDED_FIELDS"]
 
 # In the order the model writes them (the prompt's answer object).
 LabelField = Literal["label_long", "label_short", "description", "material", "material_finish"]
-LABEL_FIELDS: tuple[str, ...] = get_args(LabelField)
+LABEL_FIELDS: tuple[LabelField, ...] = get_args(LabelField)
 # In the order of ILID's dataset file (docs/rules.md §5), and of the statistics.
 DATASET_ORDER: tuple[str, ...] = ("label_short", "label_long", "description", "material", "material_finish")
 NAME_FIELDS: tuple[str, ...] = ("label_short", "label_long")  # what the part is
 MATERIAL_FIELDS: tuple[str, ...] = ("material", "material_finish")  # what it is made of
 # Checked against the page's words (label.quality): all but the free-text description.
-GROUNDED_FIELDS: tuple[str, ...] = tuple(f for f in LABEL_FIELDS if f != "description")
+GroundedField = Literal["label_long", "label_short", "material", "material_finish"]
+GROUNDED_FIELDS: tuple[GroundedField, ...] = get_args(GroundedField)
+assert set(GROUNDED_FIELDS) == set(LABEL_FIELDS) - {"description"}  # a new field goes in both

@@ -127,7 +127,7 @@ def prefilter(
     later rule.  Kept records are copies with the cleaned label and data; the
     input is never modified.
     """
-    seen: set[str] = set()
+    seen: set[str | None] = set()
     kept: list[dict] = []
     rejected: list[tuple[dict, str]] = []
     for record in records:

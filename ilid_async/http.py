@@ -120,7 +120,7 @@ class GuardedResolver(AbstractResolver):
         self._inner = DefaultResolver()
         self._settings = settings
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
         infos = await self._inner.resolve(host, port, family)
         allowed = [
             i for i in infos
@@ -176,6 +176,10 @@ class HostStats:
     errors: int = 0
     bytes: int = 0
     latency_total: float = 0.0
+
+    def reset(self) -> None:
+        """Every counter back to zero, in place: requests in flight hold this object."""
+        self.__dict__.update(HostStats().__dict__)
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -238,7 +242,7 @@ class HttpClient:
             rows.append((h, s.requests, s.retries, s.by_class["2xx"], s.by_class["3xx"],
                          s.by_class["4xx"], s.by_class["5xx"], s.status_429, s.errors, s.bytes,
                          s.latency_total))
-            s.__init__()  # the dataclass defaults: every counter back to zero
+            s.reset()
         return rows
 
     # --- address guard --------------------------------------------------------------------
@@ -265,7 +269,7 @@ class HttpClient:
         except socket.gaierror as e:
             raise ItemError(reasons.DNS_ERROR, f"{parts.hostname}: {e}") from None
         s = self.settings
-        return all(address_allowed(i[4][0], allow_loopback=s.allow_loopback, allow_private=s.allow_private)
+        return all(address_allowed(str(i[4][0]), allow_loopback=s.allow_loopback, allow_private=s.allow_private)
                    for i in infos)
 
     # --- robots.txt -----------------------------------------------------------------------
@@ -409,6 +413,7 @@ class HttpClient:
     ) -> tuple[aiohttp.ClientResponse, Slot]:
         """One request, headers read; the returned slot stays taken until the caller releases
         it with the response. On any error (cancellation included) it is released here."""
+        assert self._session is not None, "use HttpClient as an async context manager"
         stats = self.stats[host_name]
         slot = await self.hosts.get(host_name).acquire()
         try:

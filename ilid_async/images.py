@@ -21,6 +21,7 @@ import warnings
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 from importlib.util import find_spec
 
 import deflate  # libdeflate: the PNG writer's compressor (encode_png)
@@ -73,7 +74,7 @@ class ImageError(ItemError):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason, detail)
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self):
         # Exceptions pickle as cls(*args); ItemError's args hold the joined message, which would
         # turn into the reason when the error crosses back from a pool worker.
         return (type(self), (self.reason, self.detail))
@@ -98,7 +99,7 @@ def write_failure(e: OSError) -> str:
     failure (write_error when no more specific one fits)."""
     if e.errno in NO_SPACE_ERRNOS:
         return reasons.DISK_FULL
-    return _WRITE_REASONS.get(e.errno, reasons.WRITE_ERROR)
+    return reasons.WRITE_ERROR if e.errno is None else _WRITE_REASONS.get(e.errno, reasons.WRITE_ERROR)
 
 
 class ImageWriteError(ImageError, OSError):
@@ -133,7 +134,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_UP = 2
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
+def _png_chunk(kind: bytes, body: bytes | bytearray) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
 
 
@@ -375,7 +376,7 @@ def _deep_grey_to_rgb(img: Image.Image) -> Image.Image:
         scale = 1 / 257  # 0..65535 -> 0..255
         img = img.convert("I")
     else:
-        _low, high = img.getextrema()
+        _low, high = cast("tuple[float, float]", img.getextrema())  # one band: (low, high)
         if img.mode == "F" and high <= 1.0:
             scale = 255.0  # float images are usually 0..1
         elif high <= 255:

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any, cast
 
 from . import reasons
 from .config import ShopConfig
@@ -63,7 +65,7 @@ class PageRecord:
     reject_reason: str | None
 
 
-def process_page(shop: ShopConfig, tradename, job: PageJob) -> PageRecord | NotExtracted:
+def process_page(shop: ShopConfig, tradename: re.Pattern[str] | None, job: PageJob) -> PageRecord | NotExtracted:
     """Extract, pre-filter and identify one page. Runs in a worker, or inline without one."""
     sel = shop.selectors
     found = extract_product(job.body, job.url, product=sel.product, image=sel.image, label=sel.label,
@@ -72,18 +74,17 @@ def process_page(shop: ShopConfig, tradename, job: PageJob) -> PageRecord | NotE
     if isinstance(found, NotExtracted):
         return found
     cleaned = prefilter_record(found.label, found.data, tradename)
-    rejected = isinstance(cleaned, Rejected)
     return PageRecord(
         record_id=stable_id(shop.source, found.image_url), image_url=found.image_url,
         raw_label=found.label, raw_data=found.data,
-        cleaned=None if rejected else (cleaned.label, cleaned.data),
-        reject_reason=cleaned.reason if rejected else None,
+        cleaned=None if isinstance(cleaned, Rejected) else (cleaned.label, cleaned.data),
+        reject_reason=cleaned.reason if isinstance(cleaned, Rejected) else None,
     )
 
 
 # --- the worker side --------------------------------------------------------------------------
 
-_shops: dict[str, tuple[ShopConfig, object]] = {}
+_shops: dict[str, tuple[ShopConfig, re.Pattern[str] | None]] = {}
 _cpu_limit = [PAGE_CPU_LIMIT]
 
 
@@ -109,6 +110,9 @@ def _process_batch(jobs: Sequence[PageJob]) -> list[PageRecord | NotExtracted]:
 
 
 # --- the event loop side ----------------------------------------------------------------------
+
+_Done = Callable[["asyncio.Future[Any]"], None]  # a future's done callback
+
 
 class PagePool:
     """Hands fetched pages to worker processes in batches; ``await process(job)``."""
@@ -155,7 +159,8 @@ class PagePool:
                 except RuntimeError:  # shut down meanwhile
                     future.cancel()
                     continue
-                again.add_done_callback(lambda one, future=future: _hand_out(one, [future]))
+                # mypy cannot infer a lambda with a default argument from the callback's type
+                again.add_done_callback(cast(_Done, lambda one, future=future: _hand_out(one, [future])))
             return
         _hand_out(result, [future for _, future in batch])
 

@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from . import reasons
 from .config import Config, ShopConfig
@@ -40,6 +41,10 @@ from .sitemap import robots_sitemaps, walk_sitemap
 from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store, StoreError, disk_full_message
 from .urls import domain_allowed, split_url
 from .workers import RestartingPool
+
+if TYPE_CHECKING:
+    from .label.engine import LabelEngine
+    from .label.openai_backend import OpenAIBackend
 
 __all__ = [
     "COMMIT_EVERY", "GRACE_SECONDS", "PAGES_IN_FLIGHT", "PAGE_FAILURES", "ungrounded_rejection", "Stage", "Pipeline"
@@ -64,14 +69,24 @@ def ungrounded_rejection(answer: dict[str, str | None], label: str, data: list[s
     if not fields:
         return None
     bad = (name for name in ungrounded_fields(answer, page_words(label, data)) if name in fields)
-    return next((f"ungrounded_{name}" for name in bad), None)
+    return next((reasons.ungrounded(name) for name in bad), None)
 
 
-class Stage:
+T = TypeVar("T")  # a stage's work item: a store task
+
+
+class _Hosted(Protocol):
+    """The items of a stage with a host_limit."""
+
+    @property
+    def host(self) -> str: ...
+
+
+class Stage(Generic[T]):
     """Leases work from the store and runs it with at most ``concurrency`` items in flight."""
 
-    def __init__(self, name: str, lease: Callable[..., list], work: Callable[[object], Awaitable[None]],
-                 concurrency: int, upstream: Iterable[Stage] = (),
+    def __init__(self, name: str, lease: Callable[..., list[T]], work: Callable[[T], Awaitable[None]],
+                 concurrency: int, upstream: Iterable[Stage[Any]] = (),
                  host_limit: Callable[[str], int] | None = None):
         self.name = name
         self.lease = lease
@@ -88,7 +103,7 @@ class Stage:
         # room again or new work comes, leasing again would only scan their backlog for nothing.
         self._dry: frozenset[str] | None = None
         self.upstream = list(upstream)
-        self.downstream: list[Stage] = []
+        self.downstream: list[Stage[Any]] = []
         for stage in self.upstream:
             stage.downstream.append(self)
         self.finished = asyncio.Event()
@@ -111,7 +126,7 @@ class Stage:
         self.stopping = True
         self.wake.set()
 
-    async def _run_item(self, item: object) -> None:
+    async def _run_item(self, item: T) -> None:
         try:
             await self.work(item)
         except UserError as e:  # the run cannot go on (a full disk, a store it cannot write)
@@ -126,7 +141,7 @@ class Stage:
         free = self.concurrency - in_flight
         return free > 0 and (in_flight == 0 or free >= max(1, self.concurrency // 4))
 
-    def _lease(self, n: int) -> list:
+    def _lease(self, n: int) -> list[T]:
         if self.host_limit is None:
             return self.lease(n)
         full = frozenset(h for h, count in self.per_host.items() if count >= self.host_limit(h))
@@ -135,21 +150,21 @@ class Stage:
         items = self.lease(n, lambda host: self.host_limit(host) - self.per_host[host])
         self._dry = None if items else full
         for item in items:
-            self.per_host[item.host] += 1
+            self.per_host[cast(_Hosted, item).host] += 1
         return items
 
-    def _item_done(self, task: asyncio.Task, in_flight: set[asyncio.Task], item: object) -> None:
+    def _item_done(self, task: asyncio.Task[None], in_flight: set[asyncio.Task[None]], item: T) -> None:
         # Wake only once the task is out of in_flight, or the loop could wait forever on it.
         in_flight.discard(task)
         if self.host_limit is not None:
-            self.per_host[item.host] -= 1
+            self.per_host[cast(_Hosted, item).host] -= 1
         self.wake.set()
         self._poke_downstream()
         for stage in self.upstream:  # work left this stage: a gated upstream may go on
             stage.wake.set()
 
     async def run(self) -> None:
-        in_flight: set[asyncio.Task] = set()
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             while True:
                 if self.error is not None:
@@ -157,7 +172,7 @@ class Stage:
                 self.wake.clear()
                 # Read before leasing: if upstream had finished by now, this lease sees all it made.
                 upstream_done = all(s.finished.is_set() for s in self.upstream)
-                leased = []
+                leased: list[T] = []
                 if self.stopping:
                     if not in_flight:
                         break
@@ -166,7 +181,9 @@ class Stage:
                     for item in leased:
                         task = asyncio.create_task(self._run_item(item))
                         in_flight.add(task)
-                        task.add_done_callback(lambda t, item=item: self._item_done(t, in_flight, item))
+                        # mypy cannot infer a lambda with a default argument from the callback's type
+                        task.add_done_callback(cast(Callable[[asyncio.Task[None]], None],
+                                                    lambda t, item=item: self._item_done(t, in_flight, item)))
                 if not in_flight and not leased and upstream_done and not self.stopping:
                     break
                 await self.wake.wait()
@@ -190,11 +207,11 @@ class Pipeline:
         self.shops: dict[str, ShopConfig] = {s.name: s for s in cfg.shops}
         self.tradenames = {s.name: compile_tradename(s.tradename_regex or None) for s in cfg.shops}
         self.http: HttpClient | None = None
-        self.engine = None
+        self.engine: LabelEngine | OpenAIBackend | None = None
         self.pool: RestartingPool | None = None  # the image transforms'
         self.page_pool: PagePool | None = None
-        self.stages_running: list[Stage] = []
-        self.pages_stage: Stage | None = None  # woken while sitemaps still download
+        self.stages_running: list[Stage[Any]] = []
+        self.pages_stage: Stage[PageTask] | None = None  # woken while sitemaps still download
         self.interrupted = False  # a signal asked us to stop before the work was done
         self.fatal: UserError | None = None  # what stopped the run before its work was done
 
@@ -213,6 +230,7 @@ class Pipeline:
         self.store.group_commits(max_seconds=COMMIT_EVERY)
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
+        assert main is not None  # run() is a coroutine, run by a task
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, main)
         try:
@@ -288,7 +306,7 @@ class Pipeline:
 
     async def _run_stages(self) -> None:
         cfg = self.cfg
-        chain: list[Stage] = []
+        chain: list[Stage[Any]] = []
         if "crawl" in self.stages:
             self.crawl_pass = self.store.start_crawl_pass(full=self.recrawl)
             if workers := _extract_workers(cfg.run.extract_workers):
@@ -331,8 +349,8 @@ class Pipeline:
             while not all(task.done() for task in stages):
                 done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    if task.exception() is not None:
-                        raise task.exception()
+                    if (error := task.exception()) is not None:
+                        raise error
         finally:
             for task in stages + timers:
                 task.cancel()
@@ -341,6 +359,7 @@ class Pipeline:
             self.write_dataset()
 
     def _host_limit(self, host: str) -> int:
+        assert self.http is not None  # called only while the stages run
         return self.http.host_concurrency(host)  # the http layer's own per-host state
 
     async def _commit_often(self) -> None:
@@ -356,7 +375,8 @@ class Pipeline:
 
         progress = Progress(self.store, [(s.name, s.finished.is_set) for s in self.stages_running],
                             interval=self.progress_interval)
-        await progress.run(lambda: self.store.add_host_stats(self.http.take_stats()))
+        # Runs only while the stages run, inside run()'s HttpClient: self.http is set.
+        await progress.run(lambda: self.store.add_host_stats(cast(HttpClient, self.http).take_stats()))
 
     # --- crawl ----------------------------------------------------------------------------
 
@@ -366,8 +386,9 @@ class Pipeline:
             # must be on the shop's allowed_domains, like every sitemap and page found on the web.
             self.store.add_sitemaps(shop.name, shop.sitemap_urls, self.crawl_pass,
                                     max_sitemaps=self.cfg.http.max_sitemaps)
-            found = []
+            found: list[str] = []
             for robots_url in shop.robots_urls:
+                assert self.http is not None  # _run_stages runs inside run()'s HttpClient
                 try:
                     resp = await self.http.get(robots_url, max_bytes=500_000)
                     resp.raise_for_status()
@@ -417,6 +438,7 @@ class Pipeline:
                 if children:
                     self._add_sitemaps(shop, children, depth=task.depth + 1)
                 if self.store.add_pages(shop_name, pages):
+                    assert self.pages_stage is not None  # set with the sitemaps stage that runs this
                     self.pages_stage.new_work()  # crawl pages while the sitemap still downloads
                 found += len(batch)
         except ItemError as e:
@@ -426,6 +448,7 @@ class Pipeline:
 
     async def _crawl_page(self, task: PageTask) -> None:
         shop = self.shops[task.shop]
+        assert self.http is not None  # the stages run inside run()'s HttpClient
         try:
             resp = await self.http.get(task.url, max_bytes=self.cfg.http.max_page_bytes,
                                        headers=self._headers(shop), check_robots=shop.obey_robots)
@@ -463,6 +486,7 @@ class Pipeline:
     # --- label ----------------------------------------------------------------------------
 
     async def _label_record(self, task: LabelTask) -> None:
+        assert self.engine is not None  # started before the label stage that runs this
         result = await self.engine.label(task.label, task.data)
         if result.truncated:
             self.store.bump("label_input_truncated")
@@ -501,11 +525,13 @@ class Pipeline:
             self.store.commit_image(task.id, fail=reasons.UNSAFE_PATH)
             return
         except OSError as e:  # a name too long, a folder we may not read
-            self._image_write_failed(task, write_failure(e), e.strerror)
+            self._image_write_failed(task, write_failure(e), cast(str, e.strerror))  # str in practice
             return
         if keep:
             self.store.commit_image(task.id, file=file)
             return
+        # Both are set before the images stage that runs this starts.
+        assert self.http is not None and self.pool is not None
         try:
             result = await download_image(self.http, self.pool, task.image_url, target, width=img.width,
                                           height=img.height, max_pixels=img.max_pixels, encoding=encoding,
@@ -531,13 +557,13 @@ class Pipeline:
     def write_dataset(self) -> int:
         cfg = self.cfg
         dups = find_duplicates(self.store.done_records(), cfg.images.near_duplicate_bits)
-        plan = OutputPlan(cfg.output.formats, cfg.run_dir, cfg.dataset_path, cfg.images_dir,
+        plan = OutputPlan(cast(list[str], cfg.output.formats), cfg.run_dir, cfg.dataset_path, cfg.images_dir,
                           cfg.output.shard_size, cfg.images.duplicates)
         try:
             count = write_outputs(plan, self.store.done_records, dups)
         except OSError as e:  # the store keeps everything: the next run writes them again
             if e.errno in NO_SPACE_ERRNOS:
-                raise UserError(disk_full_message(cfg.run_dir, e.strerror)) from None
+                raise UserError(disk_full_message(cfg.run_dir, cast(str, e.strerror))) from None
             raise UserError(f"{e.filename or cfg.run_dir}: cannot write the dataset ({e.strerror})") from None
         for name, value in (("dataset_entries", count), ("exact_duplicates", dups.exact),
                             ("near_duplicates", dups.near)):

@@ -19,7 +19,7 @@ __all__ = [
     "WORKER_DIED",
     # filters
     "DUPLICATE_IMAGE_URL", "EMPTY_LABEL", "EMPTY_DATA", "PREFILTER",
-    "MISSING_LABEL_SHORT", "MISSING_LABEL_LONG", "UNSAFE_FOLDER", "POSTFILTER", "DUPLICATE_IN_DATASET",
+    "MISSING_LABEL_SHORT", "MISSING_LABEL_LONG", "UNSAFE_FOLDER", "POSTFILTER", "ungrounded", "DUPLICATE_IN_DATASET",
     # labelling
     "EMPTY_ANSWER", "CONTEXT_OVERFLOW", "engine_error", "SERVER_UNAVAILABLE", "SERVER_BAD_ANSWER",
     "server_http", "LABEL_RETRY",
@@ -76,6 +76,13 @@ MISSING_LABEL_SHORT = "missing_label_short"
 MISSING_LABEL_LONG = "missing_label_long"
 UNSAFE_FOLDER = "unsafe_folder"
 POSTFILTER = (MISSING_LABEL_SHORT, MISSING_LABEL_LONG, UNSAFE_FOLDER)
+
+
+def ungrounded(field: str) -> str:
+    """Post-filter: the field (in filters.reject_ungrounded) has a word the page does not."""
+    return f"ungrounded_{field}"
+
+
 DUPLICATE_IN_DATASET = "duplicate_in_dataset"  # assemble: the image URL is in the dataset already
 
 # --- labelling -----------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ def _reasons(counter: Counter) -> str:
 def _tally(rows: list[tuple]) -> tuple[Counter, Counter, Counter]:
     """(state, reason, n) rows -> counts by state, done-but-not-a-result reasons, failed reasons.
     A page that is "done" with a reason other than "record" was fine but not a product."""
-    states, not_results, failed = Counter(), Counter(), Counter()
+    states: Counter[str] = Counter()
+    not_results: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
     for state, reason, n in rows:
         states[state] += n
         if state == "done" and reason not in (None, "record"):
@@ -43,7 +45,7 @@ def stage_summary(store: Store) -> list[dict]:
              pg_rejected, pg_failed),
     ]
 
-    states = Counter()
+    states: Counter[str] = Counter()
     by_stage: dict[str, dict[str, Counter]] = defaultdict(lambda: {"rejected": Counter(), "failed": Counter()})
     for state, stage, reason, n in counts["records"]:
         states[state] += n

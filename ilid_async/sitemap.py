@@ -147,7 +147,7 @@ class SitemapParser:
         if self.root_kind not in ROOT_TAGS:  # expat refuses a document without a root anyway
             raise ItemError(reasons.MALFORMED_SITEMAP, "root element is missing")
 
-    def _pieces(self, chunk: bytes) -> Iterator[bytes]:
+    def _pieces(self, chunk: bytes) -> Iterator[bytes | memoryview]:
         if not self._started:
             # Wait for two bytes to decide gzip or not.
             self._head += chunk
@@ -179,7 +179,7 @@ class SitemapParser:
             if not data and len(out) < PIECE_BYTES:
                 return
 
-    def _parse(self, piece: bytes, final: bool = False) -> list[SitemapEntry]:
+    def _parse(self, piece: bytes | memoryview, final: bool = False) -> list[SitemapEntry]:
         self.decompressed += len(piece)
         if self.decompressed > self.max_bytes:
             raise ItemError(reasons.TOO_LARGE, f"sitemap over {self.max_bytes} bytes")

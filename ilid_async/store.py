@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -221,7 +222,7 @@ def disk_full_message(folder: Path, detail: str) -> str:
 class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
-        self._lock = None  # the run folder's lock file, while open for writing
+        self._lock: BinaryIO | None = None  # the run folder's lock file, while open for writing
         if not readonly:
             self._lock_folder()
         try:
@@ -699,7 +700,7 @@ class Store:
     def lease_for_images(self, limit: int, room: HostRoom = None) -> list[ImageTask]:
         rows = self._lease("records", "id", "id, shop, image_host, image_url, folder, "
                            "image_sha256 IS NOT NULL", "image_host", ("to_image", "imaging"), limit, room)
-        return [ImageTask(*r[:5], bool(r[5])) for r in rows]
+        return [ImageTask(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
 
     def commit_image(self, record_id: str, *, fail: str | None = None, file: str | None = None,
                      sha256: str | None = None, phash: str | None = None) -> None:

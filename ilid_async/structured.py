@@ -327,14 +327,14 @@ def jsonld_product(tree: LexborHTMLParser, base_url: str, page_url: str,
             ids = [_join(base_url, u) or "" for u in (_string(product.get("url")), product.get("@id"))
                    if isinstance(u, str) and u]
             candidates.append((product, ids))
-    product = _main_product(candidates, page_url, deadline)
-    if product is None:
+    main = _main_product(candidates, page_url, deadline)
+    if main is None:
         return None
     return ProductData(
         source=JSONLD,
-        name=html.unescape(_string(product.get("name"))),
-        images=list(_jsonld_images(product.get("image"), base_url, by_id, deadline)),
-        data=_jsonld_data(product, deadline),
+        name=html.unescape(_string(main.get("name"))),
+        images=list(_jsonld_images(main.get("image"), base_url, by_id, deadline)),
+        data=_jsonld_data(main, deadline),
     )
 
 
@@ -450,10 +450,11 @@ def microdata_product(tree: LexborHTMLParser, base_url: str, page_url: str,
     for item in deadline.checked(items):
         own = props.get(item.mem_id, {})
         ids = [_join(base_url, _url_value(n)) or "" for n in own.get("url", [])[:1]]
-        ids += [_join(base_url, item.attributes["itemid"]) or ""] if item.attributes.get("itemid") else []
+        itemid = item.attributes.get("itemid")
+        ids += [_join(base_url, itemid) or ""] if itemid else []
         candidates.append((item, ids))
-    item = _main_product(candidates, page_url, deadline)
-    return None if item is None else _microdata_fields(item, props, base_url, deadline)
+    main = _main_product(candidates, page_url, deadline)
+    return None if main is None else _microdata_fields(main, props, base_url, deadline)
 
 
 # --- OpenGraph --------------------------------------------------------------------------

@@ -173,6 +173,7 @@ class RestartingPool(Executor):
 
     def _from_worker(self, pool: ProcessPoolExecutor, call: _Call, inner: Future) -> None:
         # In the pool's own thread: hand the result over to the event loop's thread.
+        assert self._loop is not None  # set by _start, before the call was sent
         try:
             self._loop.call_soon_threadsafe(self._settle, pool, call, inner)
         except RuntimeError:

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from shop import ShopServer
 
 from ilid_async.config import PACKAGED_PROMPT
-from shop import ShopServer
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PROMPT = PACKAGED_PROMPT  # with worked examples: n_ctx 2048 holds it

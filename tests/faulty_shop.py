@@ -22,7 +22,6 @@ from pathlib import Path
 
 from aiohttp import web
 from PIL import Image
-
 from shop import TestShop
 
 NS = "http://www.sitemaps.org/schemas/sitemap/0.9"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO, assert_one_line_exit_2, run_cli, write_config
 from shop import SHOP_TOML
+
 from ilid_async.config import load_config, load_shop
 from ilid_async.errors import UserError
 

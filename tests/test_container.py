@@ -115,6 +115,7 @@ def test_share_step_copies_examples(tmp_path):
     assert load_config(tmp_path / "share" / "config.toml").shops
 
 
+@pytest.mark.slow
 def test_runtime_packages_of_this_venv():
     """The final stage installs what this lists: the owners of the libraries the venv's
     extensions link to. In this venv, Pillow's or pillow-simd's own libraries (a wheel bundles

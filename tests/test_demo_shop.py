@@ -202,6 +202,7 @@ async def test_page_sitemap_pages_are_not_products(shop: DemoServer, http: aioht
         assert b"product-detail" not in page, url
 
 
+@pytest.mark.slow
 async def test_images_decode_to_declared_size(shop: DemoServer, http: aiohttp.ClientSession):
     cat = shop.catalogue
     images = [i for i in cat.images if i.format != "SVG"]

@@ -7,9 +7,9 @@ import re
 
 import orjson
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
 from ilid_async.dataset import DATASET_KEYS
 from ilid_async.download import image_file
 from ilid_async.images import Encoding
@@ -20,6 +20,7 @@ def entry(i: int, url: str, image: str) -> dict:
     return dict(zip(DATASET_KEYS, values))
 
 
+@pytest.mark.slow
 def test_download_command(shop_server, tmp_path):
     base = shop_server.base_url
     entries = [
@@ -67,6 +68,7 @@ def test_download_without_dataset_is_a_user_error(tmp_path):
     assert result.stderr.strip() == f"error: {tmp_path / 'none.json'}: dataset file not found"
 
 
+@pytest.mark.slow
 def test_download_rewrites_the_input_when_no_second_file(shop_server, tmp_path):
     base = shop_server.base_url
     entries = [entry(0, f"{base}/img/clamp-3.jpg", "clamp/id-0.png"),
@@ -114,6 +116,7 @@ def test_download_flags_keep_the_settings_bounds(tmp_path, flag, value, expected
     assert not (tmp_path / "images").exists()
 
 
+@pytest.mark.slow
 def test_an_image_name_too_long_fails_only_its_entry(shop_server, tmp_path):
     base = shop_server.base_url
     entries = [
@@ -156,6 +159,7 @@ async def test_a_file_system_refusing_a_name_fails_only_its_entry(shop_server, t
     assert [e["id"] for e in orjson.loads(dataset.read_bytes())] == ["id-0"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_download_with_one_line(shop_server, tmp_path):
     import resource
     import subprocess
@@ -203,6 +207,7 @@ def test_image_file_names_carry_the_format_ending():
     assert image_file("", Encoding("jpeg")) == ""  # refused as unsafe, as before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, pillow, ending", [("jpeg", "JPEG", "jpg"), ("webp", "WEBP", "webp")])
 def test_download_format_writes_files_with_its_ending(shop_server, tmp_path, fmt, pillow, ending):
     base = shop_server.base_url
@@ -238,6 +243,7 @@ def test_download_format_writes_files_with_its_ending(shop_server, tmp_path, fmt
     assert orjson.loads(out.read_bytes()) == kept
 
 
+@pytest.mark.slow
 def test_download_png_compress_level(shop_server, tmp_path):
     base = shop_server.base_url
     dataset = tmp_path / "ilid.json"
@@ -256,6 +262,7 @@ def test_download_png_compress_level(shop_server, tmp_path):
         assert fast.tobytes() == small.tobytes()  # lossless either way
 
 
+@pytest.mark.slow
 def test_download_quality_and_workers(shop_server, tmp_path):
     base = shop_server.base_url
     dataset = tmp_path / "ilid.json"
@@ -271,6 +278,7 @@ def test_download_quality_and_workers(shop_server, tmp_path):
     assert sizes["5"] < sizes["95"]
 
 
+@pytest.mark.slow
 def test_download_progress_line(shop_server, tmp_path):
     base = shop_server.base_url
     entries = [entry(0, f"{base}/img/hinge-1.jpg", "hinge/id-0.png"),

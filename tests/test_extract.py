@@ -358,6 +358,7 @@ def _meta(charset: str, style: int) -> str:
             f'<meta http-equiv="Content-Type" content="text/html; charset={charset}">'][style]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300) | NOT_UTF8, st.none() | CHARSETS)
 def test_decode_page_gives_text_or_none(raw: bytes, charset: str | None) -> None:
@@ -460,6 +461,7 @@ HTMLISH = st.builds(
 _STRUCTURED = {"product": "", "image": "", "label": "", "data": "", "image_endings": (".jpg", "")}
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(HTMLISH, st.none() | CHARSETS, st.sampled_from([(_STRUCTURED, False), (SELECTORS, False), (SELECTORS, True)]))
 def test_extract_product_gives_a_record_or_a_reason(raw: bytes, charset: str | None,

@@ -7,11 +7,19 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, run_cli, write_config
-from faulty_shop import (IMAGE_EXPECTED, OFFSITE_SITEMAPS, PAGE_EXPECTED, SITEMAP_EXPECTED, FaultyShop, NoisyShop,
-                         SitemapMaze, full_disk)
+from faulty_shop import (
+    IMAGE_EXPECTED,
+    OFFSITE_SITEMAPS,
+    PAGE_EXPECTED,
+    SITEMAP_EXPECTED,
+    FaultyShop,
+    NoisyShop,
+    SitemapMaze,
+    full_disk,
+)
 from shop import SHOP_TOML, ShopServer, TestShop, many_products
+
 from ilid_async.store import Store
 
 
@@ -46,6 +54,7 @@ def record_states(run) -> dict[str, tuple[str, str | None]]:
         db.close()
 
 
+@pytest.mark.slow
 def test_every_fault_ends_as_it_should(faulty, tmp_path):
     shop_a, shop_b = faulty.base_urls
     shop_toml = SHOP_TOML.replace("{base}", shop_a).replace('tradename_regex = "(proline)"', "")
@@ -141,6 +150,7 @@ def crawl_maze(tmp_path, maze, seed: str, http: str = "") -> tuple[dict, dict[st
         store.close()
 
 
+@pytest.mark.slow
 def test_an_endless_index_chain_stops_at_max_sitemap_depth(maze, tmp_path):
     rows, _ = crawl_maze(tmp_path, maze, "/chain/r.xml")
     # Depths 0 to 4 (http.max_sitemap_depth) are walked: 1 + 3 + 9 + 27 + 81; the 243 children of
@@ -149,6 +159,7 @@ def test_an_endless_index_chain_stops_at_max_sitemap_depth(maze, tmp_path):
     assert maze.shop.hits["chain"] == 121
 
 
+@pytest.mark.slow
 def test_an_endless_index_chain_stops_at_max_sitemaps(maze, tmp_path):
     rows, counters = crawl_maze(tmp_path, maze, "/chain/r.xml", "max_sitemap_depth = 50\nmax_sitemaps = 200")
     walked = sum(n for (state, _, _), n in rows.items() if state == "done")
@@ -160,6 +171,7 @@ def test_an_endless_index_chain_stops_at_max_sitemaps(maze, tmp_path):
     assert refused + counters["sitemaps_refused_unrecorded"] == 3 * 200 - 199
 
 
+@pytest.mark.slow
 def test_a_wide_index_stops_at_max_sitemaps(maze, tmp_path):
     rows, counters = crawl_maze(tmp_path, maze, "/wide.xml", "max_sitemaps = 100")
     assert rows == {("done", None, 0): 1, ("done", None, 1): 99, ("failed", "too_many_sitemaps", 1): 100}
@@ -176,6 +188,7 @@ def shop6():
     server.stop()
 
 
+@pytest.mark.slow
 def test_image_write_errors_are_recorded_on_their_records(shop6, tmp_path):
     config = write_config(tmp_path, shop6.shop_toml())
     assert run_cli("run", str(config), "--stages", "crawl", timeout=300).returncode == 0
@@ -195,6 +208,7 @@ def test_image_write_errors_are_recorded_on_their_records(shop6, tmp_path):
     assert "folder_is_a_file 1" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
 def test_a_full_disk_stops_the_image_stage_with_one_line_and_loses_nothing(tmp_path, how):
     server = ShopServer(NoisyShop(many_products(6), noisy_from=3)).start()

@@ -111,6 +111,7 @@ def test_no_answers_no_label_quality_lines(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 def test_stats_of_a_config_prints_the_label_quality_lines_of_its_store(tmp_path, capsys):
     config = write_config(tmp_path, SHOP)
     (tmp_path / "run").mkdir()

@@ -16,7 +16,8 @@ from collections import Counter
 import orjson
 import pytest
 from aiohttp import web
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from ilid_async.config import HostLimits, HttpSettings
@@ -80,6 +81,7 @@ def test_address_allowed_takes_any_text(text):
     assert all(type(v) is bool for v in verdicts(text))
 
 
+@pytest.mark.slow
 @QUICK
 @given(st.ip_addresses(), st.text(max_size=8))
 def test_address_allowed_takes_any_address(addr, zone):
@@ -92,6 +94,7 @@ def test_address_allowed_takes_any_address(addr, zone):
     assert (not none or (loopback and private)) and (not loopback or both) and (not private or both)
 
 
+@pytest.mark.slow
 @QUICK
 @given(st.ip_addresses(v=4))
 def test_embedded_ipv4_is_judged(v4):
@@ -112,6 +115,7 @@ def in_range(value) -> bool:
     return value is None or (type(value) is float and 0.0 <= value <= MAX_RETRY_AFTER)
 
 
+@pytest.mark.slow
 @QUICK
 @given(st.one_of(st.none(), st.text(), st.from_regex(r"\s*[0-9]{1,400}\s*", fullmatch=True)),
        st.floats(min_value=-1e11, max_value=1e11))
@@ -119,6 +123,7 @@ def test_retry_after_takes_any_text(value, now):
     assert in_range(retry_after_seconds(value, now=now))
 
 
+@pytest.mark.slow
 @QUICK
 @given(st.datetimes(),
        st.sampled_from(["GMT", "UTC", "+0000", "-2359", "+2359", "EST", "Z", ""]),
@@ -227,6 +232,7 @@ def loopback(**kw) -> HttpSettings:
     return HttpSettings(allow_loopback=True, per_host_rate=0, backoff=0.01, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("limit", [1, 2])
 async def test_slow_bodies_hold_the_host_slot_through_get(slow_shop, limit):
     shop, (a, b) = slow_shop

@@ -99,6 +99,7 @@ async def test_loopback_refused_by_default(faulty_server):
     assert err.value.reason == "address_refused" and hits == {}
 
 
+@pytest.mark.slow
 async def test_transient_faults_recover_and_permanent_ones_are_recorded(faulty_server):
     base, hits, arrivals = faulty_server
     async with HttpClient(HttpSettings(allow_loopback=True, backoff=0.01)) as http:
@@ -123,6 +124,7 @@ async def test_transient_faults_recover_and_permanent_ones_are_recorded(faulty_s
     assert row[0] == "127.0.0.1" and row[2] == 2 and row[7] == 1  # two retries, one 429
 
 
+@pytest.mark.slow
 async def test_retry_after_pauses_the_whole_host(faulty_server):
     base, hits, arrivals = faulty_server
     async with HttpClient(HttpSettings(allow_loopback=True, per_host_rate=0, per_host_concurrency=1)) as http:

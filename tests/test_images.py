@@ -25,8 +25,8 @@ from ilid_async.images import (
     ImageResult,
     fit_size,
     hamming,
-    perceptual_hash,
     pad_edge,
+    perceptual_hash,
     to_rgb,
     transform_image,
 )
@@ -692,6 +692,7 @@ def test_written_png_has_the_same_pixels_at_every_level(tmp_path, level, size):
             assert ours.tobytes() == stored.tobytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(300, 600), (600, 300), (5, 3), (1, 1), (2000, 1500)])
 def test_geometry_is_the_same_at_every_png_level(tmp_path, size):
     data = encode(photo_like(*size, seed=1), "JPEG", quality=92)
@@ -933,6 +934,7 @@ SOURCE_FORMATS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(SOURCE_FORMATS))
 @pytest.mark.parametrize("size", [(1800, 1200), (900, 1400), (640, 640), (250, 250)])
 def test_scaled_decode_and_resize_meet_40_db_on_every_format(tmp_path, kind, size):

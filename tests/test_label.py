@@ -15,6 +15,9 @@ from ilid_async.label.engine import LabelEngine
 from ilid_async.label.prompt import clean_value, field_prefix, render_user
 from ilid_async.label.quality import label_quality, quality_issues
 
+# The model, real subprocesses or real time: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
+
 # The async tests share one event loop so they can share one loaded model.
 shared_loop = pytest.mark.asyncio(loop_scope="module")
 

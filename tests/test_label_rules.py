@@ -23,6 +23,9 @@ from ilid_async.label.engine import LabelEngine
 from ilid_async.label.prompt import PromptRenderer, answer_text, chat_format, clean_value, value_end
 from ilid_async.label.quality import quality_issues, text_word_set, text_words, words_from_text
 
+# The model, real subprocesses or real time: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
+
 shared_loop = pytest.mark.asyncio(loop_scope="module")
 DIGIT = re.compile(r"\d")
 

@@ -29,6 +29,9 @@ from ilid_async.label.backends import make_labeller
 from ilid_async.label.openai_backend import OpenAIBackend
 from ilid_async.store import Store
 
+# The model, real subprocesses or real time: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
+
 HINGE = ("Hinge zinc die-cast", ["Hinge for aluminium profiles.", "Material", "zinc die-cast",
                                  "Finish", "black powder-coated"])
 RECORDS = [(f"Part {name}", [f"{name} for machines", "Material", "steel"])

@@ -119,6 +119,7 @@ def test_webdataset_shards_read_back_with_tarfile(tmp_path):
     assert [s.read_bytes() for s in sorted((tmp_path / "webdataset").glob("*.tar"))] == first_bytes
 
 
+@pytest.mark.slow
 def test_jsonl_and_parquet_hold_one_row_per_entry_with_hashes(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     records = [entry(i) for i in range(5)]

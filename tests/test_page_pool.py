@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 
+import pytest
+
 from ilid_async.config import Selectors, ShopConfig
 from ilid_async.dataset import stable_id
 from ilid_async.extract import NotExtracted
@@ -74,6 +76,7 @@ class Poison(bytes):
         return _kill_this_process, ()
 
 
+@pytest.mark.slow
 async def test_a_page_that_kills_its_worker_fails_alone_and_the_others_are_extracted():
     pool = PagePool({"testshop": SHOP}, workers=2)
     try:
@@ -95,6 +98,7 @@ def _double(x: int) -> int:
     return 2 * x
 
 
+@pytest.mark.slow
 async def test_restarting_pool_retries_calls_caught_in_a_dead_pool_and_fails_the_poison():
     from ilid_async.workers import RestartingPool, WorkerDied, worker_pool
 
@@ -111,6 +115,7 @@ async def test_restarting_pool_retries_calls_caught_in_a_dead_pool_and_fails_the
         pool.shutdown()
 
 
+@pytest.mark.slow
 async def test_a_page_stuck_in_one_parser_call_is_ended_by_the_cpu_limit():
     """Deeply nested markup keeps lexbor in one C call for seconds (the budget checked between
     steps cannot stop it): the worker's CPU limit ends it, and the other pages are extracted."""

@@ -7,16 +7,18 @@ import io
 import re
 import sqlite3
 
-from rich.console import Console
-
+import pytest
 from conftest import run_cli, write_config
+from rich.console import Console
 from shop import ShopServer, TestShop, many_products
+
 from ilid_async.progress import Progress, format_seconds
 from ilid_async.store import Store
 
 LINE = re.compile(r"^progress \[\s*\d+s\] (\w+): (\d+)/(\d+) done, (\S+), (ETA \S+|done), failed (\d+)$")
 
 
+@pytest.mark.slow
 def test_plain_progress_lines_per_stage_match_the_store(tmp_path):
     n = 60
     server = ShopServer(TestShop(products=many_products(n))).start()
@@ -144,6 +146,7 @@ def test_negative_interval_is_a_user_error(tmp_path):
     assert result.returncode == 2 and "--progress-interval" in result.stderr
 
 
+@pytest.mark.slow
 def test_no_known_work_has_no_eta(tmp_path):
     store = Store(tmp_path / "state.sqlite")
     progress = Progress(store, [("pages", lambda: False)], stream=io.StringIO())

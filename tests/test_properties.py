@@ -10,10 +10,12 @@ import math
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
-
+import pytest
 from conftest import write_config
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from shop import SHOP_TOML
+
 from ilid_async.config import load_config
 from ilid_async.errors import UserError
 from ilid_async.urls import domain_allowed, host_of, split_url
@@ -99,6 +101,7 @@ def _finite_numbers(cfg) -> bool:
     return True
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(CONFIG_KEYS), VALUES), min_size=1, max_size=2,
                 unique_by=lambda kv: kv[0]))

@@ -8,8 +8,8 @@ from collections import defaultdict
 
 import pytest
 from aiohttp import web
-
 from shop import ShopServer
+
 from ilid_async.config import HostLimits, HttpSettings
 from ilid_async.http import HttpClient
 
@@ -48,6 +48,7 @@ def stamp_server():
     server.stop()
 
 
+@pytest.mark.slow
 async def test_each_host_is_held_to_its_own_rate(stamp_server):
     a, b, c = stamp_server.base_urls
     settings = HttpSettings(allow_loopback=True, per_host_rate=5, per_host_concurrency=8, concurrency=64,
@@ -72,6 +73,7 @@ async def test_each_host_is_held_to_its_own_rate(stamp_server):
         assert achieved_rate(stamps) <= rate * 1.1, host
 
 
+@pytest.mark.slow
 async def test_a_waiting_host_does_not_block_another(stamp_server):
     a, b, _ = stamp_server.base_urls
     settings = HttpSettings(allow_loopback=True, per_host_rate=1, per_host_concurrency=2,

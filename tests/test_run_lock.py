@@ -12,9 +12,9 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, run_cli, write_config
 from shop import ShopServer, TestShop, many_products
+
 from ilid_async.errors import UserError
 from ilid_async.store import Store
 
@@ -38,6 +38,7 @@ def leased_sitemaps(db_path) -> int:
         return 0  # not created yet
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_folder_in_use_is_refused_and_a_killed_run_frees_it(slow_shop, tmp_path):
     config = write_config(tmp_path, slow_shop.shop_toml())
     db_path = tmp_path / "run" / "state.sqlite"

@@ -4,7 +4,6 @@ naming the file and the key, exit code 2, never a hang, a traceback or a silentl
 from __future__ import annotations
 
 import pytest
-
 from conftest import DEFAULT_PROMPT, assert_one_line_exit_2, run_cli, write_config
 from shop import SHOP_TOML
 
@@ -65,6 +64,7 @@ BAD_VALUES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table, line, expected", BAD_VALUES,
                          ids=[f"{table.split('.')[0]}-{line}" for table, line, _ in BAD_VALUES])
 def test_a_value_out_of_bounds_is_one_line_exit_2(tmp_path, table, line, expected):
@@ -77,6 +77,7 @@ def test_a_shop_header_with_a_line_break_is_one_line_exit_2(tmp_path):
     assert_one_line_exit_2(config, "testshop.toml: key 'accept_language': must not contain line breaks")
 
 
+@pytest.mark.slow
 def test_a_prompt_token_cap_of_0_is_one_line_exit_2(tmp_path):
     prompt = tmp_path / "prompt.toml"
     prompt.write_text(DEFAULT_PROMPT.read_text().split("[max_tokens]")[0] + "[max_tokens]\nlabel_long = 0\n"

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+from shop import SHOP_TOML, TestShop, default_products
+
 from ilid_async.cli import main
 from ilid_async.config import Selectors, ShopConfig
 from ilid_async.dataset import stable_id
 from ilid_async.shop_check import check_page
-from shop import SHOP_TOML, TestShop, default_products
 
 PRODUCTS = {p.slug: p for p in default_products()}
 
@@ -23,6 +23,7 @@ def shop_file(tmp_path: Path, toml: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_product_page_over_http(tmp_path, shop_server):
     shop = shop_file(tmp_path, shop_server.shop_toml())
     url = f"{shop_server.base_url}/p/clamp-3"

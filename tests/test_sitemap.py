@@ -77,6 +77,7 @@ def test_robots_sitemap_lines():
     assert robots_sitemaps(txt) == ["http://a/one.xml", "http://a/two.xml.gz"]
 
 
+@pytest.mark.slow
 async def test_walk_over_http_robots_index_gzip_and_decompressed_gz(shop_server):
     base = shop_server.base_url
     async with HttpClient(HttpSettings(allow_loopback=True)) as http:
@@ -276,6 +277,7 @@ async def bytes_server():
     await runner.cleanup()
 
 
+@pytest.mark.slow
 async def test_walk_yields_to_the_loop_while_a_small_gzip_inflates(bytes_server):
     # 2 MB of XML in a ~10 kB gzip arrives as one chunk; an entry every ~10 kB. Between two turns
     # of another task the walk may hand on an entry or two, not the whole chunk's.
@@ -361,6 +363,7 @@ def test_property_arbitrary_bytes(data, chunk, gzipped):
     only_entries_or_item_error(b"\x1f\x8b" + data, chunk)  # a gzip magic before junk
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(VALID), st.lists(mutation, max_size=4), st.integers(1, 64), st.integers(0, 200))
 def test_property_mutated_sitemaps_same_whatever_the_chunking(doc, mutations, chunk, cut):

@@ -10,9 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import REPO, run_cli, write_config
 from PIL import Image
 
-from conftest import REPO, run_cli, write_config
 from ilid_async.cli import main
 from ilid_async.dataset import make_entry, write_json_atomic
 from ilid_async.report_html import chart_name, sample_entries
@@ -101,6 +101,7 @@ def test_top_words_keep_the_most_frequent_in_order():
     assert ("w0", 1) not in top
 
 
+@pytest.mark.slow
 def test_cli_writes_charts_and_escaped_report(tmp_path):
     entries = make_entries()
     # A hand-edited entry whose image path points outside the images folder.
@@ -135,6 +136,7 @@ def test_cli_writes_charts_and_escaped_report(tmp_path):
     assert "outside.png" not in page
 
 
+@pytest.mark.slow
 def test_stats_of_a_config_writes_into_the_run_folder(tmp_path):
     config = write_config(tmp_path, 'source = "x"\nsitemap_urls = ["http://127.0.0.1/s.xml"]\n')
     entries = make_entries()

@@ -11,9 +11,11 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, short_prompt, write_config
 from shop import ShopServer, TestShop, many_products
+
+# The model, real subprocesses or real time: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -149,6 +149,7 @@ def test_a_corrupt_state_store_is_a_user_error_naming_it(tmp_path, content, read
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_status_of_a_corrupt_store_is_one_line_exit_2(tmp_path):
     from conftest import run_cli, write_config
 
@@ -203,6 +204,7 @@ sys.stdin.read()
 """
 
 
+@pytest.mark.slow
 def test_a_store_another_program_keeps_locked_is_one_line_exit_2_and_status_still_reads(tmp_path):
     import subprocess
     import sys
@@ -232,6 +234,7 @@ def test_a_store_another_program_keeps_locked_is_one_line_exit_2_and_status_stil
         holder.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
 def test_a_full_disk_under_the_store_stops_the_crawl_with_one_line_and_the_next_run_completes(tmp_path, how):
     import sqlite3

@@ -342,6 +342,7 @@ def _owner_by_walking_up(node):
     return parent
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_MICRO_MARKUP, min_size=1, max_size=4))
 def test_one_walk_finds_the_properties_walking_up_finds(fragments: list[str]) -> None:
@@ -584,6 +585,7 @@ def structured_server():
     server.stop()
 
 
+@pytest.mark.slow
 def test_crawl_of_a_shop_without_selectors(structured_server, tmp_path) -> None:
     toml = structured_server.shop_toml().split("[selectors]")[0].replace(
         'image_endings = [".jpg"]', 'image_endings = [".jpg", ".png"]')

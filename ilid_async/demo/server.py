@@ -17,7 +17,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import quote
 
 from aiohttp import web
@@ -207,7 +207,7 @@ class _Pages:
         self.cat = catalogue
 
     def layout(self, *, title: str, path: str, base: str, body: str, page_type: str,
-               crumbs: list[tuple[str, str]] = (), head_extra: str = "",
+               crumbs: Sequence[tuple[str, str]] = (), head_extra: str = "",
                description: str = "") -> str:
         menu = "\n".join(f'      <li><a href="/c/{c.slug}">{_e(c.title)}</a></li>'
                          for c in self.cat.categories)
@@ -608,7 +608,7 @@ class DemoServer:
 
     async def _pages_sitemap(self, request: web.Request) -> web.Response:
         base = self._base(request)
-        entries = [(f"{base}/", PAGES_LASTMOD, [])]
+        entries: list[tuple[str, str, list[str]]] = [(f"{base}/", PAGES_LASTMOD, [])]
         entries += [(f"{base}/c/{c.slug}", PAGES_LASTMOD, []) for c in self.catalogue.categories]
         entries += [(f"{base}/{key}", PAGES_LASTMOD, []) for key in INFO_PAGES]
         return self._bytes(_urlset(entries), "application/xml; charset=utf-8")

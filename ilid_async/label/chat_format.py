@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # jinja2 is imported only for Jinja templates
+    import jinja2
 
 __all__ = ["ChatFormat", "GEMMA_TURNS"]
 
@@ -48,7 +52,7 @@ class ChatFormat:
     def __init__(self, template: str):
         self.source = template
         self.jinja = _is_jinja(template)
-        self._compiled = None
+        self._compiled: jinja2.Template | None = None  # set for a Jinja template
         if self.jinja:
             import jinja2
             from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -81,6 +85,7 @@ class ChatFormat:
         for question, answer in turns:
             messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         messages.append({"role": "user", "content": user})
+        assert self._compiled is not None  # compiled in __init__ for a Jinja template
         try:
             # The tokenizer adds the model's BOS token itself.
             return self._compiled.render(messages=messages, add_generation_prompt=True,

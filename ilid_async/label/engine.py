@@ -29,6 +29,7 @@ import re
 import sys
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,6 +39,10 @@ from ..errors import UserError
 from .prompt import PromptRenderer, chat_format, clean_value, field_prefix, prompt_budget, record_seed, value_end
 from .quality import text_word_set, text_words
 from .result import LabelResult, answer_result, count_result, new_stats
+
+if TYPE_CHECKING:  # llama_cpp is imported where it is used: loading it is slow
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
 
 __all__ = [
     "DEMO_MODEL_WARNING", "PREFIX_SEQ", "FLASH_ATTN", "VocabClasses", "vocab_classes", "text_tokens",
@@ -164,9 +169,16 @@ class LabelEngine:
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._abandon = threading.Event()
-        self._model = None
-        self._ctx = None
-        self._batch = None
+        # Loaded by _load in the model thread, freed (None again) by _free.
+        self._model: LlamaModel | None = None
+        self._ctx: llama_cpp.llama_context_p | None = None
+        self._batch: llama_cpp.llama_batch | None = None
+        # Set by _load too, and used only after it.
+        self._mem: llama_cpp.llama_memory_t
+        self._vocab: llama_cpp.llama_vocab_p
+        self._n_vocab: int
+        self._piece: ctypes.Array[ctypes.c_char]  # buffer for llama_token_to_piece
+        self._prefix: list[int]  # the shared prompt part's tokens (_decode_prefix)
         self.chat: PromptRenderer | None = None  # the prompt in the model's chat format
         self._vocab_classes: VocabClasses | None = None  # for no_digits and from_text
         self.n_ctx_seq = llm.n_ctx  # tokens one record may use, prompt and answer
@@ -349,6 +361,7 @@ class LabelEngine:
             self._model = None
 
     def _tokenize(self, text: str) -> list[int]:
+        assert self._model is not None  # loaded: the model thread tokenizes only after _load
         return self._model.tokenize(text.encode(), add_bos=True, special=True)
 
     def _decode_prefix(self, shared: str) -> None:
@@ -364,6 +377,7 @@ class LabelEngine:
         if len(self._prefix) + 16 > self.n_ctx_seq:
             raise UserError(f"config: key 'llm.n_ctx': {self.llm.n_ctx} tokens do not hold the "
                             f"prompt's {len(self._prefix)} shared tokens")
+        assert self._batch is not None  # allocated by _load, which calls this
         for start in range(0, len(self._prefix), self.llm.n_batch):
             chunk = self._prefix[start:start + self.llm.n_batch]
             self._batch.n_tokens = 0
@@ -376,6 +390,7 @@ class LabelEngine:
     def _chat_prompt(self, label: str, data: list[str]) -> tuple[str, bool]:
         """The prompt up to the first value, cut further if it would not fit the context."""
         budget = prompt_budget(self.prompt, self.n_ctx_seq)
+        assert self.chat is not None  # set by _load, before any record is admitted
         text, _, truncated = self.chat.fit(label, data, self.llm.max_input_chars, budget,
                                            lambda chat: len(self._tokenize(chat)))
         return text, truncated
@@ -400,6 +415,7 @@ class LabelEngine:
             sampler = self._new_sampler(record_seed(self.llm.seed, job.label, job.data))
         seq = _Seq(job, seq_id, text, truncated, sampler, cached=list(self._prefix))
         if self.prompt.from_text:
+            assert self._vocab_classes is not None  # _load finds them when from_text is set
             seq.text_tokens = text_tokens(self._model, self._vocab_classes, job.label, job.data)
             seq.text_words = text_word_set(job.label, job.data)
         # The shared prefix: its cells tagged for this sequence too (one shared cache), or
@@ -480,9 +496,10 @@ class LabelEngine:
     # --- decoding -------------------------------------------------------------------------
 
     def _add(self, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        assert self._batch is not None  # allocated by _load
         b, i = self._batch, self._batch.n_tokens
         b.token[i] = token
-        b.pos[i] = pos
+        b.pos[i] = pos  # type: ignore[call-overload]  # llama_cpp types pos as an array of arrays: it is int32*
         b.n_seq_id[i] = 1
         b.seq_id[i][0] = seq_id
         b.logits[i] = logits
@@ -528,6 +545,7 @@ class LabelEngine:
     def _decode_seqs(self, seqs: list[_Seq], pad: list[int]) -> list[tuple[_Seq, LabelResult]]:
         import llama_cpp
 
+        assert self._batch is not None  # allocated by _load
         self._batch.n_tokens = 0
         outputs: list[tuple[_Seq, int]] = []  # (record, batch row), in batch order as the logits
         for seq in seqs:
@@ -592,7 +610,9 @@ class LabelEngine:
             if name in self.prompt.no_digits:
                 digit_rows.append(i)
         if digit_rows:
-            logits[np.ix_(digit_rows, self._vocab_classes.digits)] = -np.inf
+            assert self._vocab_classes is not None  # _pick masks only when there are classes
+            # numpy's ix_ stubs want all arguments of one kind (here a list and an array).
+            logits[np.ix_(digit_rows, self._vocab_classes.digits)] = -np.inf  # type: ignore[arg-type]
 
 
 def _set_result(future: asyncio.Future, value) -> None:

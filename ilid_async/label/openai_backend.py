@@ -144,6 +144,7 @@ class OpenAIBackend:
     async def _probe(self, server: _Server) -> bool:
         """GET {base}/models: True when the server answers at all."""
         url = f"{server.url}/models"
+        assert self._session is not None  # opened by start(), which probes the servers
         try:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(
                     total=min(PROBE_TIMEOUT, self.llm.request_timeout))) as resp:
@@ -264,6 +265,7 @@ class OpenAIBackend:
             if grammar and server.grammar:
                 payload["grammar"] = grammar
             retry_after = None
+            assert self._session is not None  # opened by start(); records come after it
             try:
                 async with self._session.post(f"{server.url}/completions", json=payload) as resp:
                     status = resp.status

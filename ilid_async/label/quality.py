@@ -84,7 +84,7 @@ def stem_words(text: str | None) -> list[str]:
     return [_stem(word) for word in _LETTERS.findall((text or "").lower())]
 
 
-def _stems(text: str) -> set[str]:
+def _stems(text: str | None) -> set[str]:
     return set(stem_words(text))
 
 
@@ -105,7 +105,7 @@ def ungrounded_fields(fields: Mapping[str, str | None], words: set[str]) -> list
 
 def grounding_counts(rows: Iterable[tuple[str, list[str], Mapping[str, str | None]]]) -> dict[str, int]:
     """Over (label, data, answer) rows: how many answers have each field not grounded."""
-    counts = {name: 0 for name in GROUNDED_FIELDS}
+    counts: dict[str, int] = {name: 0 for name in GROUNDED_FIELDS}
     for label, data, fields in rows:
         for name in ungrounded_fields(fields, page_words(label, data)):
             counts[name] += 1
