@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-__all__ = ["DEFAULT_MODE", "fsync_folder", "write_atomic"]
+__all__ = ["DEFAULT_MODE", "write_atomic"]
 
 T = TypeVar("T")
 
@@ -44,11 +44,11 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[BinaryIO], T], *
             pass
         raise
     if durable:
-        fsync_folder(folder)  # the rename itself, else a power cut can undo it
+        _fsync_folder(folder)  # the rename itself, else a power cut can undo it
     return result
 
 
-def fsync_folder(folder: str | os.PathLike[str]) -> None:
+def _fsync_folder(folder: str | os.PathLike[str]) -> None:
     """Make the names in ``folder`` (a rename, a new file) durable."""
     if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a folder to fsync it
         return

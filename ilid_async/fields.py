@@ -17,4 +17,3 @@ MATERIAL_FIELDS: tuple[str, ...] = ("material", "material_finish")  # what it is
 # Checked against the page's words (label.quality): all but the free-text description.
 GroundedField = Literal["label_long", "label_short", "material", "material_finish"]
 GROUNDED_FIELDS: tuple[GroundedField, ...] = get_args(GroundedField)
-assert set(GROUNDED_FIELDS) == set(LABEL_FIELDS) - {"description"}  # a new field goes in both

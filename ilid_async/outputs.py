@@ -162,7 +162,8 @@ def write_shards(folder: Path, images_dir: Path, rows: Iterable[tuple[dict, dict
     shard = 0
     while (first := next(rows, None)) is not None:
         in_shard = itertools.chain([first], itertools.islice(rows, shard_size - 1))
-        write_atomic(folder / f"ilid-{shard:06d}.tar", functools.partial(_write_shard, images_dir=images_dir, rows=in_shard))
+        write = functools.partial(_write_shard, images_dir=images_dir, rows=in_shard)
+        write_atomic(folder / f"ilid-{shard:06d}.tar", write)
         shard += 1
     for stale in folder.glob("ilid-*.tar"):
         if int(stale.stem.split("-")[1]) >= shard:

@@ -148,3 +148,10 @@ def test_every_module_names_its_public_names_and_others_import_only_those():
             if imported and imported != "*" and imported not in (exported.get(target) or ()):
                 unlisted.append(f"{path.relative_to(REPO)}:{line}: {imported} is not in {target}.__all__")
     assert not unlisted, "imports of names a module does not export:\n" + "\n".join(unlisted)
+
+
+def test_the_grounded_fields_are_the_label_fields_but_the_description():
+    from ilid_async.fields import GROUNDED_FIELDS, LABEL_FIELDS
+
+    # Two Literal types name them (msgspec and mypy need literals): a new field goes in both.
+    assert set(GROUNDED_FIELDS) == set(LABEL_FIELDS) - {"description"}
