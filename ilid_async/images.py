@@ -19,7 +19,6 @@ import io
 import struct
 import warnings
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import cast
 from importlib.util import find_spec
@@ -30,7 +29,7 @@ from PIL import Image, ImageFile
 from . import reasons
 from .atomic import write_atomic
 from .errors import ItemError
-from .workers import worker_pool
+from .workers import LoopPool
 
 __all__ = [
     "ALLOWED_FORMATS", "ImageError", "NO_SPACE_ERRNOS", "write_failure", "ImageWriteError", "ImageResult", "ENCODERS",
@@ -533,6 +532,7 @@ def _write_file(img: Image.Image, out_path: str, encoding: Encoding, durable: bo
     return write_atomic(out_path, write, durable=durable)
 
 
-def image_pool(workers: int = 0) -> ProcessPoolExecutor:
-    """The process pool for transform_image."""
-    return worker_pool(workers)
+def image_pool(workers: int = 0) -> LoopPool:
+    """The process pool for transform_image: a LoopPool, which passes the downloaded bytes to
+    its workers without the helper threads of ProcessPoolExecutor."""
+    return LoopPool(workers)
