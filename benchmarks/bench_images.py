@@ -21,13 +21,15 @@ start to exit:
 - single-process limit: decode + fit + pad + encode (`ilid_async.images.transform_image`) of the
   same image bytes, one after another in this process, times the core count
 
-for PNG levels 1 and 6 (--levels). It prints images/s, images written and failures per side,
+for PNG levels 1 and 6 (--levels). Each side runs --rounds times (default 3), taking turns, as
+this machine's speed drifts by 10% and more within minutes; images/s are medians over the rounds,
+and a ratio is the median of the ratios within each round. It prints images/s, images written and failures per side,
 ilid-async / img2dataset, and ilid-async's share of the single-process limit x cores (the goal:
 >= 2x and >= 80%) and the mean size of the PNGs each side wrote (the same level should give like
 sizes), under a header naming the Pillow flavour, PNG writer and PNG/WebP decoders in use.
 
     python3.11 -m venv .venv-img2dataset && .venv-img2dataset/bin/pip install img2dataset
-    .venv/bin/python benchmarks/bench_images.py [--images 1000] [--levels 1 6] [--img2dataset PATH]
+    .venv/bin/python benchmarks/bench_images.py [--images 1000] [--levels 1 6] [--rounds 3] [--img2dataset PATH]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -226,13 +229,16 @@ def rate(result: tuple[int, int, float]) -> float:
     return result[0] / result[2]
 
 
-def line(name: str, result: tuple[int, int, float], kib: float) -> str:
-    written, failed, seconds = result
-    return (f"  {name:<22}: {rate(result):7.1f} images/s  ({written} written, {failed} failed, {seconds:.1f} s, "
-            f"{kib:.0f} KiB a PNG)")
+def line(name: str, results: list[tuple[int, int, float]], kib: float) -> str:
+    """One side at one level: the median images/s over the rounds, their range, and the counts."""
+    rates = [rate(r) for r in results]
+    written, failed = results[-1][0], results[-1][1]
+    spread = f", rounds {min(rates):.1f}-{max(rates):.1f}" if len(rates) > 1 else ""
+    return (f"  {name:<22}: {statistics.median(rates):7.1f} images/s  ({written} written, {failed} failed, "
+            f"{statistics.median(r[2] for r in results):.1f} s{spread}, {kib:.0f} KiB a PNG)")
 
 
-def main(n_images: int, levels: list[int], img2dataset: str | None) -> None:
+def main(n_images: int, levels: list[int], img2dataset: str | None, rounds: int) -> None:
     from photo_shop import describe, generate
 
     cores = os.cpu_count() or 1
@@ -246,7 +252,8 @@ def main(n_images: int, levels: list[int], img2dataset: str | None) -> None:
         if img2dataset:
             print(f"peer: {peer_version(img2dataset)}")
         print(f"workload: {describe(tmp / 'photos', names)} (generated in {made:.0f} s, before timing)")
-        print(f"{cores} cores; {SIZE}x{SIZE} PNG, border; processes = {cores}; one command each")
+        print(f"{cores} cores; {SIZE}x{SIZE} PNG, border; processes = {cores}; one command each; "
+              f"{rounds} rounds, each side once a round")
         if not level_flag:
             print("CLI without level flag: level 6 only")
         server, base = start_shop(tmp / "photos")
@@ -259,39 +266,47 @@ def main(n_images: int, levels: list[int], img2dataset: str | None) -> None:
             for level in levels:
                 print(f"PNG level {level} (zlib's scale: ilid-async's libdeflate and img2dataset's OpenCV "
                       f"both at {level}):")
-                results: dict[str, tuple[int, int, float]] = {}
-                kib: dict[str, float] = {}
-
-                def measure(name: str, folder: Path, run) -> None:
-                    results[name] = run()
-                    kib[name] = mean_kib(folder)
-                    shutil.rmtree(folder)
-
-                measure("limit", tmp / "limit", lambda: single_process_rate(bodies, tmp / "limit", level))
+                sides = {"limit": lambda: single_process_rate(bodies, tmp / "limit", level)}
                 if img2dataset:
-                    measure("img2dataset", tmp / "img2dataset",
-                            lambda: run_img2dataset(img2dataset, urls, tmp / "img2dataset", level, cores))
-                measure("ilid-async API", tmp / "api", lambda: run_api(dataset, tmp / "api", level, cores))
+                    sides["img2dataset"] = lambda: run_img2dataset(img2dataset, urls, tmp / "img2dataset", level,
+                                                                   cores)
+                sides["ilid-async API"] = lambda: run_api(dataset, tmp / "ilid-async API", level, cores)
                 if level_flag or level == 6:
-                    measure("ilid-async CLI", tmp / "cli",
-                            lambda: run_cli(dataset, tmp / "cli", level if level_flag else None, cores,
-                                            workers_flag, len(urls)))
-                limit = rate(results["limit"])
+                    sides["ilid-async CLI"] = lambda: run_cli(dataset, tmp / "ilid-async CLI",
+                                                              level if level_flag else None, cores, workers_flag,
+                                                              len(urls))
+                folders = {"limit": tmp / "limit", "img2dataset": tmp / "img2dataset",
+                           "ilid-async API": tmp / "ilid-async API", "ilid-async CLI": tmp / "ilid-async CLI"}
+                results: dict[str, list[tuple[int, int, float]]] = {name: [] for name in sides}
+                kib: dict[str, float] = {}
+                # This machine's speed drifts by 10% and more within minutes (other tenants): every
+                # round runs each side once, in an order that turns each round, and a ratio is taken
+                # between the figures of one round, then its median over the rounds.
+                order = list(sides)
+                for round_number in range(rounds):
+                    for name in order[round_number % len(order):] + order[:round_number % len(order)]:
+                        results[name].append(sides[name]())
+                        kib[name] = mean_kib(folders[name])
+                        shutil.rmtree(folders[name])
+                limit = statistics.median(rate(r) for r in results["limit"])
                 print(line("single-process limit", results["limit"], kib["limit"])
                       + f" x {cores} cores = {limit * cores:.1f} images/s")
-                for name, result in results.items():
+                for name in results:
                     if name != "limit":
-                        print(line(name, result, kib[name]))
+                        print(line(name, results[name], kib[name]))
                 for name in ("ilid-async API", "ilid-async CLI"):
                     if name not in results:
                         print(f"  {name}: not run at level {level} (CLI without level flag: level 6 only)")
                         continue
-                    ours = rate(results[name])
-                    vs_peer = ours / rate(results["img2dataset"]) if "img2dataset" in results else None
-                    share = ours / (limit * cores)
+                    ours = statistics.median(rate(r) for r in results[name])
+                    vs_peer = statistics.median(rate(a) / rate(b) for a, b in zip(results[name], results["img2dataset"])) \
+                        if "img2dataset" in results else None
+                    share = statistics.median(rate(a) / (rate(b) * cores)
+                                              for a, b in zip(results[name], results["limit"]))
                     peer_text = f"{vs_peer:.2f}x img2dataset ({'>=' if vs_peer >= 2 else '<'} 2x)" if vs_peer else \
                         "img2dataset not run"
-                    print(f"  {name} = {peer_text}, {share:.0%} of limit x cores ({'>=' if share >= 0.8 else '<'} 80%)")
+                    print(f"  {name} = {peer_text}, {share:.0%} of limit x cores ({'>=' if share >= 0.8 else '<'} 80%)"
+                          + (" (medians of the rounds' ratios)" if rounds > 1 else ""))
                     summary.append((level, name, ours, vs_peer, share))
         finally:
             server.terminate()
@@ -303,7 +318,7 @@ def main(n_images: int, levels: list[int], img2dataset: str | None) -> None:
     if not img2dataset:
         print("img2dataset: not run (install it: python3.11 -m venv .venv-img2dataset && "
               ".venv-img2dataset/bin/pip install img2dataset, or pass --img2dataset PATH)")
-    print("summary (level, side, images/s, x img2dataset, share of limit x cores):")
+    print("summary (level, side, median images/s, x img2dataset, share of limit x cores):")
     for level, name, ours, vs_peer, share in summary:
         print(f"  L{level} {name:<15} {ours:7.1f}  {f'{vs_peer:.2f}x' if vs_peer else '-':>6}  {share:4.0%}")
 
@@ -312,8 +327,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="URLs (one photo each; default 1000)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 6], help="PNG zlib levels (default 1 6)")
+    parser.add_argument("--rounds", type=int, default=3, help="times each side runs, in turn (default 3)")
     default_peer = REPO / ".venv-img2dataset" / "bin" / "img2dataset"
     parser.add_argument("--img2dataset", default=str(default_peer) if default_peer.exists() else None,
                         help="path of the img2dataset command (default: .venv-img2dataset/bin/img2dataset)")
     args = parser.parse_args()
-    main(args.images, args.levels, args.img2dataset)
+    main(args.images, args.levels, args.img2dataset, args.rounds)

@@ -26,7 +26,7 @@ from .store import disk_full_message
 from .workers import RestartingPool
 
 __all__ = [
-    "MAX_NAME_BYTES", "TEMP_NAME_BYTES", "IMAGE_ENDINGS", "DownloadReport", "image_file", "DownloadProgress",
+    "MAX_NAME_BYTES", "TEMP_NAME_BYTES", "IMAGE_ENDINGS", "SYNC_INTERVAL", "DownloadReport", "image_file", "DownloadProgress",
     "download_dataset"
 ]
 
@@ -192,11 +192,13 @@ async def download_dataset(
 
     progress = DownloadProgress(report, progress_interval, progress_stream)
     reporter = asyncio.ensure_future(progress.run())
+    syncer = asyncio.ensure_future(_sync_meanwhile())
     try:
         async with HttpClient(settings) as http:
             await asyncio.gather(*(one(i, e) for i, e in enumerate(entries)))
     finally:
         reporter.cancel()
+        syncer.cancel()
         progress.close()
         pool.shutdown(cancel_futures=True)
     if disk_full:
@@ -227,6 +229,20 @@ async def download_dataset(
 
     write_json_atomic(dataset_downloaded or dataset_file, downloaded())
     return report
+
+
+# While images are written, the disk takes what is written so far every few seconds, so the
+# sync after the last image waits for a few seconds' images instead of all of them (on 2 cores
+# it held the command up for 0.15-0.2 s after 1,000 images, with the processors idle).
+SYNC_INTERVAL = 2.0
+
+
+async def _sync_meanwhile() -> None:
+    if not hasattr(os, "sync"):
+        return
+    while True:
+        await asyncio.sleep(SYNC_INTERVAL)
+        await asyncio.to_thread(os.sync)
 
 
 def _kept(target: Path) -> bool:

@@ -98,8 +98,13 @@ def _started() -> None:
 
 # --- a pool the event loop drives itself ------------------------------------------------------
 
-# Every message between LoopPool and a worker: its length, then a pickle.
-_LENGTH = struct.Struct("!Q")
+# Every message between LoopPool and a worker: the length of its pickle and the number of
+# buffers sent beside it, each buffer's length, the pickle, the buffers. A call's big bytes
+# arguments (downloaded images) go as such buffers (pickle protocol 5), so the parent writes them
+# to the socket as they are instead of copying them into the pickle first.
+_HEADER = struct.Struct("!QI")
+_BUFFER_LENGTH = struct.Struct("!Q")
+_OUT_OF_BAND_BYTES = 1 << 16  # smaller arguments travel inside the pickle
 # Calls a LoopPool worker holds at once: the one it runs and the next, already in its socket.
 CALLS_PER_WORKER = 2
 
@@ -199,12 +204,12 @@ class LoopPool(Executor):
             if not future.set_running_or_notify_cancel():
                 continue  # cancelled while it waited
             try:
-                message = pickle.dumps((fn, args), pickle.HIGHEST_PROTOCOL)
+                parts = _message((fn, tuple(_beside(arg) for arg in args)))
             except Exception as e:  # an argument that cannot go to another process
                 future.set_exception(e)
                 continue
             worker.calls.append(future)
-            worker.unsent += (memoryview(_LENGTH.pack(len(message))), memoryview(message))
+            worker.unsent += parts
             self._send(worker)
 
     def _send(self, worker: _LoopWorker) -> None:
@@ -241,12 +246,16 @@ class LoopPool(Executor):
             return
         received = worker.received
         received += data
-        while len(received) >= _LENGTH.size:
-            (length,) = _LENGTH.unpack_from(received)
-            if len(received) < _LENGTH.size + length:
+        while len(received) >= _HEADER.size:
+            length, buffers = _HEADER.unpack_from(received)
+            end = _HEADER.size + length
+            if buffers or len(received) < end:  # answers have no buffers: they are small
+                if buffers:
+                    self._worker_died(worker, "it sent a message out of turn")
+                    return
                 break
-            message = bytes(received[_LENGTH.size:_LENGTH.size + length])
-            del received[:_LENGTH.size + length]
+            message = bytes(received[_HEADER.size:end])
+            del received[:end]
             future = worker.calls.popleft()
             try:
                 ok, value = pickle.loads(message)
@@ -292,26 +301,58 @@ def _serve_calls(sock: socket.socket, parent_pid: int, initializer, initargs: tu
     """A LoopPool worker: run the calls that come in on ``sock`` one after another and send back
     each one's result or exception, until the pool closes its end."""
     _init_worker(parent_pid, initializer, initargs)
-    length = bytearray(_LENGTH.size)
-    while _receive_exactly(sock, memoryview(length)):
-        message = bytearray(_LENGTH.unpack(length)[0])
-        if not _receive_exactly(sock, memoryview(message)):
-            return
-        fn, args = pickle.loads(message)
-        del message  # the call's bytes are the arguments' now
+    while (call := _read_message(sock)) is not None:
+        fn, args = call
+        # Arguments sent beside the pickle arrive as read-only views of a buffer: the function
+        # gets the bytes it was given.
+        args = tuple(bytes(arg) if isinstance(arg, memoryview) else arg for arg in args)
+        del call
         try:
             answer: tuple = (True, fn(*args))
         except BaseException as e:  # every failure is the caller's to see
             answer = (False, e)
         del fn, args
         try:
-            data = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
+            parts = _message(answer)
         except Exception as e:
-            data = pickle.dumps((False, RuntimeError(f"the result cannot go back to the pool: {e!r}")))
+            parts = _message((False, RuntimeError(f"the result cannot go back to the pool: {e!r}")))
         try:
-            sock.sendall(_LENGTH.pack(len(data)) + data)
+            sock.sendmsg(parts) if sum(map(len, parts)) < 1 << 16 else sock.sendall(b"".join(parts))
         except OSError:
             return  # the pool is gone
+
+
+def _beside(arg):
+    """``arg``, marked to travel beside the pickle if it is big bytes."""
+    if isinstance(arg, (bytes, bytearray)) and len(arg) >= _OUT_OF_BAND_BYTES:
+        return pickle.PickleBuffer(arg)
+    return arg
+
+
+def _message(value) -> list[memoryview]:
+    """The parts of the message that carries ``value``, ready for sendmsg."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(value, 5, buffer_callback=buffers.append)
+    views = [buffer.raw() for buffer in buffers]
+    head = _HEADER.pack(len(data), len(views)) + b"".join(_BUFFER_LENGTH.pack(len(v)) for v in views)
+    return [memoryview(head), memoryview(data), *views]
+
+
+def _read_message(sock: socket.socket):
+    """The next value the pool sent on ``sock``; None at the end of the stream."""
+    head = bytearray(_HEADER.size)
+    if not _receive_exactly(sock, memoryview(head)):
+        return None
+    length, count = _HEADER.unpack(head)
+    lengths = bytearray(_BUFFER_LENGTH.size * count)
+    if not _receive_exactly(sock, memoryview(lengths)):
+        return None
+    data = bytearray(length)
+    buffers = [bytearray(n) for (n,) in _BUFFER_LENGTH.iter_unpack(lengths)]
+    for part in (data, *buffers):
+        if not _receive_exactly(sock, memoryview(part)):
+            return None
+    return pickle.loads(data, buffers=buffers)
 
 
 def _receive_exactly(sock: socket.socket, into: memoryview) -> bool:
