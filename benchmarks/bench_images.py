@@ -140,8 +140,11 @@ def mean_kib(folder: Path) -> float:
 
 def single_process_rate(bodies: list[bytes], folder: Path, level: int) -> tuple[int, int, float]:
     """(written, failed, seconds) of decode + fit + pad + PNG encode, one after another, here."""
+    import ilid_async.images as images
     from ilid_async.images import Encoding, ImageError, transform_image
 
+    # As in the image pool's workers: the limit runs the same code in the same process setup.
+    getattr(images, "keep_freed_memory", lambda: False)()
     folder.mkdir()
     encoding = Encoding("png", level, 90)
     failed = 0

@@ -34,7 +34,8 @@ from .workers import LoopPool
 __all__ = [
     "ALLOWED_FORMATS", "ImageError", "NO_SPACE_ERRNOS", "write_failure", "ImageWriteError", "ImageResult", "ENCODERS",
     "PNG_ENCODER", "encode_png", "STILL_DECODER", "decode_webp", "png_plan", "decode_png", "Encoding",
-    "perceptual_hash", "hamming", "fit_size", "pad_edge", "to_rgb", "transform_image", "image_pool"
+    "perceptual_hash", "hamming", "fit_size", "pad_edge", "to_rgb", "transform_image", "MALLOC_KEEP_BLOCKS",
+    "MALLOC_KEEP_FREE", "keep_freed_memory", "image_pool"
 ]
 
 # Pillow >= 9.1 moved the filter constants to Image.Resampling; older ones (and pillow-simd)
@@ -532,7 +533,31 @@ def _write_file(img: Image.Image, out_path: str, encoding: Encoding, durable: bo
     return write_atomic(out_path, write, durable=durable)
 
 
+# glibc gives every freed block over 128 KiB back to the system, so each image's decode and
+# resize buffers (1-12 MB) were mapped and zeroed by the kernel again for the next image. Kept
+# in the heap instead (blocks up to 32 MiB, the largest glibc allows here; up to 128 MiB kept
+# free), 400 photos took 7.5% less CPU (issue 14); the process's peak memory went from 257 to
+# 264 MiB.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MALLOC_KEEP_BLOCKS = 32 << 20
+MALLOC_KEEP_FREE = 128 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's allocator for a process that transforms one image after another (see
+    above); False where the C library is not glibc."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_KEEP_BLOCKS)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, MALLOC_KEEP_FREE))
+    except (OSError, AttributeError):
+        return False
+
+
 def image_pool(workers: int = 0) -> LoopPool:
     """The process pool for transform_image: a LoopPool, which passes the downloaded bytes to
-    its workers without the helper threads of ProcessPoolExecutor."""
-    return LoopPool(workers)
+    its workers without the helper threads of ProcessPoolExecutor; each worker keeps freed
+    memory for the next image (keep_freed_memory)."""
+    return LoopPool(workers, keep_freed_memory)

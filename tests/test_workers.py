@@ -197,3 +197,27 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
     except OSError:
         return False
+
+
+def _memory_kept_after_free() -> bool:
+    """Whether an 8 MB buffer, written and freed, stays in this process (resident) for the next."""
+    def resident() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    buffer = bytearray(8 << 20)  # zero-filled: every page touched
+    before_free = resident()
+    del buffer
+    return before_free - resident() < 4 << 20
+
+
+async def test_image_pool_workers_keep_freed_memory_for_the_next_image():
+    from ilid_async.images import image_pool
+
+    plain, tuned = LoopPool(1), image_pool(1)
+    try:
+        assert await asyncio.wrap_future(plain.submit(_memory_kept_after_free)) is False
+        assert await asyncio.wrap_future(tuned.submit(_memory_kept_after_free)) is True
+    finally:
+        plain.shutdown()
+        tuned.shutdown()
