@@ -10,6 +10,7 @@ import posixpath
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -135,12 +136,14 @@ async def download_dataset(
     encoding: Encoding | None = None,
     progress_interval: float = 0.0,
     progress_stream: TextIO | None = None,
+    pool: Executor | None = None,
 ) -> DownloadReport:
     """rules §6: download, fit and write the image of every entry of ``dataset_file`` under
     ``folder`` (see ``image_file`` for the file names of JPEG and WebP), then write the entries
     whose image exists, their ``image`` naming the file written, to ``dataset_downloaded`` (or
     over ``dataset_file``). ``progress_interval`` > 0 reports progress on ``progress_stream``
-    (stderr), see DownloadProgress."""
+    (stderr), see DownloadProgress. ``pool``: a pool for transform_image that the caller made
+    (and shuts down); by default one of ``workers`` processes, made and shut down here."""
     try:
         entries = read_dataset(dataset_file)
     except FileNotFoundError:
@@ -151,7 +154,9 @@ async def download_dataset(
     report = DownloadReport(total=len(entries))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    pool = RestartingPool(lambda: image_pool(workers))  # a dead worker costs no image
+    own_pool = pool is None
+    if pool is None:
+        pool = RestartingPool(lambda: image_pool(workers))  # a dead worker costs no image
     slots = asyncio.Semaphore(settings.concurrency)
     disk_full: list[str] = []  # set: no new entry starts, and the command stops with one line
     targets: dict[int, Path] = {}  # entry index -> its checked file path, for the dataset file
@@ -200,7 +205,8 @@ async def download_dataset(
         reporter.cancel()
         syncer.cancel()
         progress.close()
-        pool.shutdown(cancel_futures=True)
+        if own_pool:
+            pool.shutdown(cancel_futures=True)
     if disk_full:
         # The images written so far are whole (written to a temporary name, then renamed) and
         # are kept by the next run of the same command; the dataset file is left as it was.

@@ -177,10 +177,13 @@ class LoopPool(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the workers: calls not yet sent are cancelled, calls in a worker fail (the
-        event loop that would take their answers is the caller's, and it is not running)."""
+        event loop that would take their answers is the caller's, and it is not running). A
+        worker finishes the call it runs (an image half written would leave its temporary
+        file), unless it never had one."""
+        used = self._loop is not None
         self._stop("shut down", RuntimeError("the pool was shut down"))
         for worker in self._workers:
-            if wait:
+            if wait and used:
                 worker.process.join(5)
             if worker.process.is_alive():
                 worker.process.kill()

@@ -211,13 +211,24 @@ def _memory_kept_after_free() -> bool:
     return before_free - resident() < 4 << 20
 
 
-async def test_image_pool_workers_keep_freed_memory_for_the_next_image():
+def _threads_after_a_matrix_product() -> int:
+    import numpy as np
+
+    matrix = np.ones((256, 256))
+    _ = matrix @ matrix  # big enough for OpenBLAS to use all its threads
+    return len(os.listdir("/proc/self/task"))
+
+
+async def test_image_pool_workers_keep_freed_memory_and_run_numpy_on_one_thread():
     from ilid_async.images import image_pool
 
     plain, tuned = LoopPool(1), image_pool(1)
     try:
         assert await asyncio.wrap_future(plain.submit(_memory_kept_after_free)) is False
         assert await asyncio.wrap_future(tuned.submit(_memory_kept_after_free)) is True
+        assert await asyncio.wrap_future(tuned.submit(_threads_after_a_matrix_product)) == 1
+        if (os.cpu_count() or 1) > 1:  # OpenBLAS starts one thread a core unless told
+            assert await asyncio.wrap_future(plain.submit(_threads_after_a_matrix_product)) > 1
     finally:
         plain.shutdown()
         tuned.shutdown()
