@@ -22,8 +22,10 @@ start to exit:
   same image bytes, one after another in this process, times the core count
 
 for PNG levels 1 and 6 (--levels). Each side runs --rounds times (default 3), taking turns, as
-this machine's speed drifts by 10% and more within minutes; images/s are medians over the rounds,
-and a ratio is the median of the ratios within each round. It prints images/s, images written and failures per side,
+this machine's speed drifts by 10% and more within minutes: a round runs the limit, then the
+other sides; one more limit closes the last round. images/s are medians over the rounds; a share
+of the limit is taken against the mean of the limits before and after the round, a ratio to
+img2dataset within the round, and the median over the rounds is printed. It prints images/s, images written and failures per side,
 ilid-async / img2dataset, and ilid-async's share of the single-process limit x cores (the goal:
 >= 2x and >= 80%) and the mean size of the PNGs each side wrote (the same level should give like
 sizes), under a header naming the Pillow flavour, PNG writer and PNG/WebP decoders in use.
@@ -283,14 +285,23 @@ def main(n_images: int, levels: list[int], img2dataset: str | None, rounds: int)
                 results: dict[str, list[tuple[int, int, float]]] = {name: [] for name in sides}
                 kib: dict[str, float] = {}
                 # This machine's speed drifts by 10% and more within minutes (other tenants): every
-                # round runs each side once, in an order that turns each round, and a ratio is taken
-                # between the figures of one round, then its median over the rounds.
-                order = list(sides)
+                # round runs the limit first and then each other side once, in an order that turns
+                # each round; one more limit closes the last round. A side's share of the limit is
+                # taken against the mean of the two limits around its round, its ratio to
+                # img2dataset within its round; the figures printed are medians over the rounds.
+                def measure(name: str) -> None:
+                    results[name].append(sides[name]())
+                    kib[name] = mean_kib(folders[name])
+                    shutil.rmtree(folders[name])
+
+                order = [name for name in sides if name != "limit"]
                 for round_number in range(rounds):
-                    for name in order[round_number % len(order):] + order[:round_number % len(order)]:
-                        results[name].append(sides[name]())
-                        kib[name] = mean_kib(folders[name])
-                        shutil.rmtree(folders[name])
+                    measure("limit")
+                    turn = round_number % len(order)
+                    for name in order[turn:] + order[:turn]:
+                        measure(name)
+                measure("limit")
+                around = [(rate(a) + rate(b)) / 2 for a, b in zip(results["limit"], results["limit"][1:])]
                 limit = statistics.median(rate(r) for r in results["limit"])
                 print(line("single-process limit", results["limit"], kib["limit"])
                       + f" x {cores} cores = {limit * cores:.1f} images/s")
@@ -304,8 +315,10 @@ def main(n_images: int, levels: list[int], img2dataset: str | None, rounds: int)
                     ours = statistics.median(rate(r) for r in results[name])
                     vs_peer = statistics.median(rate(a) / rate(b) for a, b in zip(results[name], results["img2dataset"])) \
                         if "img2dataset" in results else None
-                    share = statistics.median(rate(a) / (rate(b) * cores)
-                                              for a, b in zip(results[name], results["limit"]))
+                    shares = [rate(a) / (b * cores) for a, b in zip(results[name], around)]
+                    share = statistics.median(shares)
+                    print(f"  {name} by round: " + ", ".join(
+                        f"{rate(a):.1f} images/s = {s:.0%} of limit x cores" for a, s in zip(results[name], shares)))
                     peer_text = f"{vs_peer:.2f}x img2dataset ({'>=' if vs_peer >= 2 else '<'} 2x)" if vs_peer else \
                         "img2dataset not run"
                     print(f"  {name} = {peer_text}, {share:.0%} of limit x cores ({'>=' if share >= 0.8 else '<'} 80%)"
