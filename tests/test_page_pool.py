@@ -94,27 +94,6 @@ async def test_a_page_that_kills_its_worker_fails_alone_and_the_others_are_extra
         pool.shutdown()
 
 
-def _double(x: int) -> int:
-    return 2 * x
-
-
-@pytest.mark.slow
-async def test_restarting_pool_retries_calls_caught_in_a_dead_pool_and_fails_the_poison():
-    from ilid_async.workers import RestartingPool, WorkerDied, worker_pool
-
-    pool = RestartingPool(lambda: worker_pool(2))
-    loop = asyncio.get_running_loop()
-    try:
-        calls = [loop.run_in_executor(pool, _double, i) for i in range(30)]
-        calls.insert(10, loop.run_in_executor(pool, _kill_this_process))
-        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 120)
-        assert isinstance(results.pop(10), WorkerDied)
-        assert results == [2 * i for i in range(30)]
-        assert await loop.run_in_executor(pool, _double, 21) == 42
-    finally:
-        pool.shutdown()
-
-
 @pytest.mark.slow
 async def test_a_page_stuck_in_one_parser_call_is_ended_by_the_cpu_limit():
     """Deeply nested markup keeps lexbor in one C call for seconds (the budget checked between

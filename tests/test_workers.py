@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 import pytest
 
 from ilid_async.images import ImageError
-from ilid_async.workers import CALLS_PER_WORKER, LoopPool, RestartingPool, WorkerDied
+from ilid_async.workers import CALLS_PER_WORKER, LoopPool, RestartingPool, WorkerDied, worker_pool
 
 pytestmark = pytest.mark.slow  # every test spawns worker processes
 
@@ -123,8 +123,9 @@ async def test_a_killed_worker_fails_every_call_the_pool_holds_and_the_pool_take
     assert not any(_alive(pid) for pid in pool.pids)
 
 
-async def test_restarting_pool_over_loop_pools_runs_the_others_again_and_fails_the_poison():
-    pool = RestartingPool(lambda: LoopPool(2))
+@pytest.mark.parametrize("make_pool", [lambda: LoopPool(2), lambda: worker_pool(2)], ids=["LoopPool", "worker_pool"])
+async def test_restarting_pool_runs_the_others_again_and_fails_the_poison(make_pool):
+    pool = RestartingPool(make_pool)
     loop = asyncio.get_running_loop()
     try:
         calls = [loop.run_in_executor(pool, _square_or_fail, i) for i in range(30)]
