@@ -25,8 +25,8 @@ for PNG levels 1 and 6 (--levels). Each side runs --rounds times (default 3), ta
 this machine's speed drifts by 10% and more within minutes: a round runs the limit, then the
 other sides; one more limit closes the last round. images/s are medians over the rounds; a share
 of the limit is taken against the mean of the limits before and after the round, a ratio to
-img2dataset within the round, and the median over the rounds is printed. It prints images/s, images written and failures per side,
-ilid-async / img2dataset, and ilid-async's share of the single-process limit x cores (the goal:
+img2dataset within the round, and the median over the rounds is printed. It prints images/s,
+images written and failures per side, ilid-async / img2dataset, and ilid-async's share of the single-process limit x cores (the goal:
 >= 2x and >= 80%) and the mean size of the PNGs each side wrote (the same level should give like
 sizes), under a header naming the Pillow flavour, PNG writer and PNG/WebP decoders in use.
 
@@ -280,8 +280,7 @@ def main(n_images: int, levels: list[int], img2dataset: str | None, rounds: int)
                     sides["ilid-async CLI"] = lambda: run_cli(dataset, tmp / "ilid-async CLI",
                                                               level if level_flag else None, cores, workers_flag,
                                                               len(urls))
-                folders = {"limit": tmp / "limit", "img2dataset": tmp / "img2dataset",
-                           "ilid-async API": tmp / "ilid-async API", "ilid-async CLI": tmp / "ilid-async CLI"}
+                folders = {name: tmp / name for name in sides}  # where each side's lambda writes
                 results: dict[str, list[tuple[int, int, float]]] = {name: [] for name in sides}
                 kib: dict[str, float] = {}
                 # This machine's speed drifts by 10% and more within minutes (other tenants): every

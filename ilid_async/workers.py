@@ -245,17 +245,17 @@ class LoopPool(Executor):
             self._worker_died(worker, f"reading from it: {e}")
             return
         if not data:
-            self._worker_died(worker, f"exit code {worker.process.exitcode}")
+            self._worker_died(worker)
             return
         received = worker.received
         received += data
         while len(received) >= _HEADER.size:
             length, buffers = _HEADER.unpack_from(received)
+            if buffers:  # answers are small: they never come with buffers
+                self._worker_died(worker, "it sent a message out of turn")
+                return
             end = _HEADER.size + length
-            if buffers or len(received) < end:  # answers have no buffers: they are small
-                if buffers:
-                    self._worker_died(worker, "it sent a message out of turn")
-                    return
+            if len(received) < end:
                 break
             message = bytes(received[_HEADER.size:end])
             del received[:end]
@@ -270,10 +270,10 @@ class LoopPool(Executor):
                 future.set_exception(value)
         self._dispatch()
 
-    def _worker_died(self, worker: _LoopWorker, how: str) -> None:
+    def _worker_died(self, worker: _LoopWorker, how: str = "") -> None:
         worker.process.join(1)  # it closed its socket: it is exiting, if not gone already
-        self._stop(f"a worker process died ({how})",
-                   BrokenProcessPool(f"a worker process died ({how})"))
+        why = f"a worker process died ({how or f'exit code {worker.process.exitcode}'})"
+        self._stop(why, BrokenProcessPool(why))
 
     def _stop(self, why: str, error: BaseException) -> None:
         if self._broken:
@@ -320,7 +320,7 @@ def _serve_calls(sock: socket.socket, parent_pid: int, initializer, initargs: tu
         except Exception as e:
             parts = _message((False, RuntimeError(f"the result cannot go back to the pool: {e!r}")))
         try:
-            sock.sendmsg(parts) if sum(map(len, parts)) < 1 << 16 else sock.sendall(b"".join(parts))
+            sock.sendall(b"".join(parts))  # an answer is small: one copy costs nothing
         except OSError:
             return  # the pool is gone
 
@@ -448,7 +448,8 @@ class RestartingPool(Executor):
         call.outer.add_done_callback(lambda outer: outer.cancelled() and inner.cancel())
 
     def _from_worker(self, pool: Executor, call: _Call, inner: Future) -> None:
-        # In the pool's own thread: hand the result over to the event loop's thread.
+        # In ProcessPoolExecutor's thread (LoopPool's run in the loop's): hand the result over
+        # to the event loop's thread.
         assert self._loop is not None  # set by _start, before the call was sent
         try:
             self._loop.call_soon_threadsafe(self._settle, pool, call, inner)
