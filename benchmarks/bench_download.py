@@ -22,11 +22,11 @@ from PIL import Image
 
 from common import report_ratio
 from ilid_async.config import HttpSettings
-from ilid_async.dataset import DATASET_KEYS
+from ilid_async.output.dataset import DATASET_KEYS
 from ilid_async.demo.catalogue import build_catalogue
 from ilid_async.demo.server import start_demo_server
-from ilid_async.download import download_dataset
-from ilid_async.images import fit_size, pad_edge, to_rgb
+from ilid_async.run.download import download_dataset
+from ilid_async.images.transform import fit_size, pad_edge, to_rgb
 
 
 def baseline_download(entries: list[dict], folder: Path, size: int = 512, compress_level: int = 6) -> int:

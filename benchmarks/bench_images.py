@@ -14,11 +14,11 @@ start to exit:
 - img2dataset: `img2dataset --resize_mode border --output_format files --encode_format png
   --encode_quality L` (for png, encode_quality is cv2's IMWRITE_PNG_COMPRESSION level),
   processes_count = cores, 32 threads each, shards small enough that every process has work
-- ilid-async API: `ilid_async.download.download_dataset(..., workers=cores,
+- ilid-async API: `ilid_async.run.download.download_dataset(..., workers=cores,
   encoding=Encoding("png", L, 90))`
 - ilid-async CLI: `ilid-async download ... --allow-loopback --png-compress-level L --workers N`
   (at its default level 6 only where the installed CLI has no level flag)
-- single-process limit: decode + fit + pad + encode (`ilid_async.images.transform_image`) of the
+- single-process limit: decode + fit + pad + encode (`ilid_async.images.transform.transform_image`) of the
   same image bytes, one after another in this process, times the core count
 
 for PNG levels 1 and 6 (--levels). Each side runs --rounds times (default 3), taking turns, as
@@ -76,7 +76,7 @@ def pillow_flavour() -> str:
 
 def codecs() -> str:
     """ilid-async's PNG writer and its own PNG/WebP decoders, as images.py names them."""
-    import ilid_async.images as images
+    import ilid_async.images.transform as images
 
     still = getattr(images, "STILL_DECODER", "Pillow")
     if still == "imagecodecs":
@@ -142,8 +142,8 @@ def mean_kib(folder: Path) -> float:
 
 def single_process_rate(bodies: list[bytes], folder: Path, level: int) -> tuple[int, int, float]:
     """(written, failed, seconds) of decode + fit + pad + PNG encode, one after another, here."""
-    import ilid_async.images as images
-    from ilid_async.images import Encoding, ImageError, transform_image
+    import ilid_async.images.transform as images
+    from ilid_async.images.transform import Encoding, ImageError, transform_image
 
     # As in the image pool's workers: the limit runs the same code in the same process setup.
     getattr(images, "keep_freed_memory", lambda: False)()
@@ -190,7 +190,7 @@ def run_img2dataset(command: str, urls: list[str], folder: Path, level: int, cor
 def write_dataset(urls: list[str], path: Path) -> None:
     import orjson
 
-    from ilid_async.dataset import DATASET_KEYS
+    from ilid_async.output.dataset import DATASET_KEYS
 
     entries = [dict(zip(DATASET_KEYS, [f"id{i}", f"part/id{i}.png", u, "part", "part", None, None, None,
                                        "bench"])) for i, u in enumerate(urls)]
@@ -199,8 +199,8 @@ def write_dataset(urls: list[str], path: Path) -> None:
 
 def run_api(dataset: Path, folder: Path, level: int, cores: int) -> tuple[int, int, float]:
     from ilid_async.config import HttpSettings
-    from ilid_async.download import download_dataset
-    from ilid_async.images import Encoding
+    from ilid_async.run.download import download_dataset
+    from ilid_async.images.transform import Encoding
 
     settings = HttpSettings(allow_loopback=True, per_host_rate=0, per_host_concurrency=32, concurrency=64)
     started = time.perf_counter()

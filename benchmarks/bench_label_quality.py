@@ -41,7 +41,7 @@ from ilid_async.fields import GROUNDED_FIELDS
 from ilid_async.filters import Rejected, apply_no_value_rule, compile_tradename, postfilter, prefilter_record
 from ilid_async.label.engine import LabelEngine
 from ilid_async.label.quality import page_words, quality_issues, stem_words, ungrounded_fields
-from ilid_async.page_pool import PageJob, PageRecord, process_page
+from ilid_async.crawl.page_pool import PageJob, PageRecord, process_page
 
 PEER_PROMPT = Path(__file__).resolve().parent / "prompt_zero_shot.toml"
 BASE = "http://127.0.0.1:8642"  # the demo's URL in config.toml: the pages as a run sees them

@@ -17,7 +17,7 @@ from pathlib import Path
 from common import write_crawl_config
 from ilid_async.config import load_config
 from ilid_async.demo.server import start_demo_server
-from ilid_async.pipeline import Pipeline
+from ilid_async.run.pipeline import Pipeline
 
 HTTP = """[http]
 allow_loopback = true

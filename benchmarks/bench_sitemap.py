@@ -136,7 +136,7 @@ def peer_parser_class():
     from xml.etree.ElementTree import ParseError, XMLPullParser
 
     from ilid_async.errors import ItemError
-    from ilid_async.sitemap import GZIP_MAGIC, SitemapEntry
+    from ilid_async.crawl.sitemap import GZIP_MAGIC, SitemapEntry
 
     def _split_tag(tag: str) -> tuple[str, str]:
         ns, _, local = tag[1:].rpartition("}") if tag.startswith("{") else ("", "", tag)
@@ -259,8 +259,8 @@ def walk(parser: str, workload: str, port: int, parallel: int, beat_path: str) -
 
     from ilid_async.config import HttpSettings
     from ilid_async.errors import ItemError
-    from ilid_async.http import HttpClient
-    from ilid_async.sitemap import walk_sitemap
+    from ilid_async.crawl.http import HttpClient
+    from ilid_async.crawl.sitemap import walk_sitemap
 
     # A backstop under the parent's RSS watch: address space, not RSS, but it bounds a runaway.
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))

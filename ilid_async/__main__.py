@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import main
+from ilid_async.cli import main
 
 __all__: list[str] = []  # run, not imported
 

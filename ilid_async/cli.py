@@ -9,9 +9,9 @@ import math
 import sys
 from pathlib import Path
 
-from . import reasons
-from .config import STAGES, Config, HttpSettings, ImageSettings, SettingError, check_setting, load_config, load_shop
-from .errors import ItemError, UserError
+from ilid_async import reasons
+from ilid_async.config import STAGES, Config, HttpSettings, ImageSettings, SettingError, check_setting, load_config, load_shop
+from ilid_async.errors import ItemError, UserError
 
 __all__ = ["build_parser", "FETCHING_STAGES", "run_with_demo", "run_event_loop", "main"]
 
@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import Pipeline
-    from .report import format_summary
+    from ilid_async.run.pipeline import Pipeline
+    from ilid_async.run.summary import format_summary
 
     cfg = load_config(args.config)
     pipeline = Pipeline(cfg, args.stages, replace_images=args.replace_images, recrawl=args.recrawl,
@@ -169,7 +169,7 @@ async def run_with_demo(pipeline, cfg: Config, stages) -> None:
     if not demo.enabled or not FETCHING_STAGES & set(stages):
         await pipeline.run()
         return
-    from .demo.server import start_demo_server
+    from ilid_async.demo.server import start_demo_server
 
     try:
         server = await start_demo_server(demo.host, demo.port, demo.products, demo.seed)
@@ -184,8 +184,8 @@ async def run_with_demo(pipeline, cfg: Config, stages) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from .report import format_summary
-    from .store import Store
+    from ilid_async.run.summary import format_summary
+    from ilid_async.run.store import Store
 
     cfg = load_config(args.config)
     if not cfg.store_path.exists():
@@ -199,14 +199,14 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from .images import Encoding, image_pool
-    from .workers import RestartingPool
+    from ilid_async.images.transform import Encoding, image_pool
+    from ilid_async.workers import RestartingPool
 
     # The image workers start first: they load their libraries while this process loads the
     # HTTP client and reads the dataset file (a quarter of a second each on 2 cores).
     pool = RestartingPool(lambda: image_pool(args.workers))
     try:
-        from .download import download_dataset
+        from ilid_async.run.download import download_dataset
 
         settings = HttpSettings(concurrency=args.concurrency, allow_loopback=args.allow_loopback,
                                 per_host_rate=args.per_host_rate, per_host_concurrency=args.per_host_concurrency)
@@ -224,9 +224,9 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from .dataset import read_dataset
-    from .report_html import write_report
-    from .stats import compute_stats, format_stats
+    from ilid_async.output.dataset import read_dataset
+    from ilid_async.output.report_html import write_report
+    from ilid_async.output.stats import compute_stats, format_stats
 
     source = Path(args.source)
     if source.suffix == ".toml":
@@ -248,8 +248,8 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"dataset: {dataset}")
     print(format_stats(stats))
     if store_path is not None and store_path.is_file():
-        from .report import label_quality_lines
-        from .store import Store
+        from ilid_async.run.summary import label_quality_lines
+        from ilid_async.run.store import Store
 
         store = Store(store_path, readonly=True)
         try:
@@ -267,7 +267,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _shop_check(args: argparse.Namespace) -> int:
-    from .shop_check import check_page, fetch_page, format_check
+    from ilid_async.crawl.shop_check import check_page, fetch_page, format_check
 
     shop = load_shop(Path(args.shop))
     charset = None

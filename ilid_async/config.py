@@ -21,9 +21,9 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta, field
 
-from .errors import UserError
-from .fields import LABEL_FIELDS, GroundedField, LabelField
-from .label.quality import first_word_not_from_text, text_word_set
+from ilid_async.errors import UserError
+from ilid_async.fields import LABEL_FIELDS, GroundedField, LabelField
+from ilid_async.label.quality import first_word_not_from_text, text_word_set
 
 __all__ = [
     "DEMO_PLACEHOLDER", "DEFAULT_MAX_WORDS", "PACKAGED_PROMPT", "LOADED", "STAGES", "AtLeast0", "AtLeast1", "Seconds",
@@ -506,7 +506,7 @@ def load_shop(path: Path) -> ShopConfig:
             re.compile(regex)
         except re.error as e:
             raise UserError(f"{_key(str(path), key)}: bad regex ({e})") from None
-    from .extract import check_selector  # late import: config must load without HTML parsing
+    from ilid_async.crawl.extract import check_selector  # late import: config must load without HTML parsing
 
     names = ("product", "image", "label", "data")
     # No selectors at all: every field comes from structured data. Some selectors: the rest
@@ -580,7 +580,7 @@ def _check_example(prompt: PromptConfig, example: PromptExample, file: str, key:
 def _check_template(prompt: PromptConfig, file: str) -> None:
     if not prompt.template:
         return
-    from .label.chat_format import ChatFormat  # depends on nothing of ours but Jinja
+    from ilid_async.label.chat_format import ChatFormat  # depends on nothing of ours but Jinja
 
     try:
         fmt = ChatFormat(prompt.template)

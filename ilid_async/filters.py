@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import reasons
-from .fields import MATERIAL_FIELDS, NAME_FIELDS
+from ilid_async import reasons
+from ilid_async.fields import MATERIAL_FIELDS, NAME_FIELDS
 
 __all__ = [
     "MAX_FOLDER_BYTES",

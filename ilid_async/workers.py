@@ -22,8 +22,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
-from . import reasons
-from .errors import ItemError
+from ilid_async import reasons
+from ilid_async.errors import ItemError
 
 __all__ = ["worker_pool", "LoopPool", "CALLS_PER_WORKER", "WORKER_RETRIES", "WorkerDied", "RestartingPool"]
 

@@ -149,7 +149,7 @@ def test_compose_builds_the_dockerfile_targets_with_gpus():
     args = services["ilid"]["build"]["args"]
     assert set(args) <= set(re.findall(r"^ARG\s+(\w+)", DOCKERFILE.read_text(), re.M))
     # a stop must outlast the run's own grace period, or the dataset is not written
-    from ilid_async.pipeline import GRACE_SECONDS
+    from ilid_async.run.pipeline import GRACE_SECONDS
     grace = services["ilid"]["stop_grace_period"]
     assert int(grace.rstrip("s")) > GRACE_SECONDS
 

@@ -258,7 +258,7 @@ def test_a_page_worker_killed_mid_crawl_costs_no_page(shop120, tmp_path):
 
 
 def label_by_hand(db_path: Path) -> None:
-    from ilid_async.store import Store
+    from ilid_async.run.store import Store
 
     store = Store(db_path)
     try:

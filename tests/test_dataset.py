@@ -1,4 +1,4 @@
-"""Tests for ilid_async.dataset: ids, entry layout, de-duplication, atomic writes, safe paths."""
+"""Tests for ilid_async.output.dataset: ids, entry layout, de-duplication, atomic writes, safe paths."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ilid_async.dataset import (
+from ilid_async.output.dataset import (
     DATASET_KEYS,
     ID_NAMESPACE,
     image_path,

@@ -10,9 +10,9 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from ilid_async.dataset import DATASET_KEYS
-from ilid_async.download import image_file
-from ilid_async.images import Encoding
+from ilid_async.output.dataset import DATASET_KEYS
+from ilid_async.run.download import image_file
+from ilid_async.images.transform import Encoding
 
 
 def entry(i: int, url: str, image: str) -> dict:
@@ -141,7 +141,7 @@ def test_an_image_name_too_long_fails_only_its_entry(shop_server, tmp_path):
 async def test_a_file_system_refusing_a_name_fails_only_its_entry(shop_server, tmp_path, monkeypatch):
     """A file system whose limit is under the check's: the name passes the check, the file
     system refuses it (ENAMETOOLONG), and only that entry is failed."""
-    from ilid_async import download
+    from ilid_async.run import download
     from ilid_async.config import HttpSettings
 
     monkeypatch.setattr(download, "MAX_NAME_BYTES", 4096)  # as if the file system allowed more
@@ -305,7 +305,7 @@ def test_download_progress_line(shop_server, tmp_path):
 def test_download_progress_on_a_terminal_is_one_live_line():
     import io
 
-    from ilid_async.download import DownloadProgress, DownloadReport
+    from ilid_async.run.download import DownloadProgress, DownloadReport
 
     report, stream, now = DownloadReport(total=4), io.StringIO(), [0.0]
     progress = DownloadProgress(report, 10.0, stream, live=True, clock=lambda: now[0])
@@ -327,7 +327,7 @@ def test_download_progress_on_a_terminal_is_one_live_line():
 async def test_an_empty_file_left_by_a_power_cut_is_written_again(shop_server, tmp_path):
     """Images are not fsynced one by one (one sync at the end): a power cut before it can leave
     empty files, which the next download writes again, where whole ones are kept."""
-    from ilid_async import download
+    from ilid_async.run import download
     from ilid_async.config import HttpSettings
 
     base = shop_server.base_url
@@ -350,7 +350,7 @@ async def test_an_empty_file_left_by_a_power_cut_is_written_again(shop_server, t
 
 
 async def test_images_are_synced_once_before_the_dataset_file_names_them(shop_server, tmp_path, monkeypatch):
-    from ilid_async import download
+    from ilid_async.run import download
     from ilid_async.config import HttpSettings
 
     base = shop_server.base_url

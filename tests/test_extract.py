@@ -1,4 +1,4 @@
-"""Tests of ilid_async.extract: product page -> raw record (rules §1)."""
+"""Tests of ilid_async.crawl.extract: product page -> raw record (rules §1)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ilid_async import reasons
-from ilid_async.extract import (
+from ilid_async.crawl.extract import (
     NotExtracted,
     RawRecord,
     check_selector,

@@ -20,7 +20,7 @@ from faulty_shop import (
 )
 from shop import SHOP_TOML, ShopServer, TestShop, many_products
 
-from ilid_async.store import Store
+from ilid_async.run.store import Store
 
 
 @pytest.fixture

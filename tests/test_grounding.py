@@ -9,13 +9,13 @@ from shop import SHOP_TOML
 
 from ilid_async.cli import main
 from ilid_async.config import Config, load_config
-from ilid_async.dataset import write_json_atomic
+from ilid_async.output.dataset import write_json_atomic
 from ilid_async.fields import GROUNDED_FIELDS
 from ilid_async.label.quality import grounding_counts, page_words, ungrounded_fields
 from ilid_async.label.result import LabelResult
-from ilid_async.pipeline import Pipeline, ungrounded_rejection
-from ilid_async.report import format_summary, label_quality_lines
-from ilid_async.store import Store
+from ilid_async.run.pipeline import Pipeline, ungrounded_rejection
+from ilid_async.run.summary import format_summary, label_quality_lines
+from ilid_async.run.store import Store
 
 SHOP = SHOP_TOML.replace("{base}", "http://127.0.0.1:9")
 PAGE = ("Door hinge", ["Zinc plating, hinges for doors"])

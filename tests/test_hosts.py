@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ilid_async.config import HostLimits, HttpSettings
-from ilid_async.dataset import DATASET_KEYS
-from ilid_async.http import MAX_RETRY_AFTER, HttpClient, address_allowed, retry_after_seconds
+from ilid_async.output.dataset import DATASET_KEYS
+from ilid_async.crawl.http import MAX_RETRY_AFTER, HttpClient, address_allowed, retry_after_seconds
 
 FLAGS = [(False, False), (True, False), (False, True), (True, True)]  # (loopback, private)
 QUICK = settings(max_examples=400, deadline=None)
@@ -332,7 +332,7 @@ async def test_one_host_object_is_what_leasing_reads(slow_shop):
 
 async def test_download_holds_per_host_limits_through_bodies(slow_shop, tmp_path):
     """`ilid-async download` goes through HttpClient.get: per-host limits cover its bodies."""
-    from ilid_async.download import download_dataset
+    from ilid_async.run.download import download_dataset
 
     shop, bases = slow_shop
     entries = [dict(zip(DATASET_KEYS, [f"id-{i}", f"img/id-{i}.png", f"{bases[i % 2]}/slow/{i}", "part",
@@ -347,7 +347,7 @@ async def test_download_holds_per_host_limits_through_bodies(slow_shop, tmp_path
 
 
 async def test_host_registry_unit():
-    from ilid_async.hosts import Hosts
+    from ilid_async.crawl.hosts import Hosts
 
     hosts = Hosts(HttpSettings(per_host_concurrency=1, per_host_rate=0))
     host = hosts.get("shop.example")

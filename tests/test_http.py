@@ -11,7 +11,7 @@ from aiohttp import web
 
 from ilid_async.config import HttpSettings
 from ilid_async.errors import ItemError
-from ilid_async.http import HttpClient, address_allowed, retry_after_seconds
+from ilid_async.crawl.http import HttpClient, address_allowed, retry_after_seconds
 
 
 @pytest.mark.parametrize(
@@ -156,7 +156,7 @@ async def test_stats_taken_while_a_request_waits_lose_nothing(faulty_server):
 
 @pytest.mark.parametrize("url", ["http://[oops/x", "http://[::1/p", "http://shop.example:99999/p", "http://a:port/p"])
 async def test_a_url_no_parser_takes_is_bad_url(url):
-    from ilid_async.urls import domain_allowed, host_of, split_url
+    from ilid_async.crawl.urls import domain_allowed, host_of, split_url
 
     assert split_url(url) is None and host_of(url) == "" and not domain_allowed(url, ["shop.example"])
     async with HttpClient(HttpSettings(allow_loopback=True)) as http:
@@ -169,7 +169,7 @@ async def test_a_url_no_parser_takes_is_bad_url(url):
 def test_raise_for_status_takes_only_200_and_names_the_status(status):
     from multidict import CIMultiDict, CIMultiDictProxy
 
-    from ilid_async.http import Response
+    from ilid_async.crawl.http import Response
 
     resp = Response("http://127.0.0.1/a", "http://127.0.0.1/a", status, CIMultiDictProxy(CIMultiDict()), b"")
     assert resp.ok == (status == 200)

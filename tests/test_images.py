@@ -1,4 +1,4 @@
-"""Tests for ilid_async.images: every input image is generated here with Pillow."""
+"""Tests for ilid_async.images.transform: every input image is generated here with Pillow."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ilid_async import images
+from ilid_async.images import transform as images
 from ilid_async.errors import ItemError
-from ilid_async.images import (
+from ilid_async.images.transform import (
     Encoding,
     ImageError,
     ImageResult,

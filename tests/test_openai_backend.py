@@ -27,7 +27,7 @@ from ilid_async.errors import UserError
 from ilid_async.fields import LABEL_FIELDS
 from ilid_async.label.backends import make_labeller
 from ilid_async.label.openai_backend import OpenAIBackend
-from ilid_async.store import Store
+from ilid_async.run.store import Store
 
 # The model, real subprocesses or real time: `pytest -m "not slow"` leaves these out.
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import tarfile
 import pytest
 from PIL import Image
 
-from ilid_async.dataset import DATASET_KEYS, read_dataset
-from ilid_async.outputs import OutputPlan, find_duplicates, write_outputs, write_shards
+from ilid_async.output.dataset import DATASET_KEYS, read_dataset
+from ilid_async.output.writers import OutputPlan, find_duplicates, write_outputs, write_shards
 
 
 def flip(bits: int, n: int, rng: random.Random) -> int:
@@ -156,7 +156,7 @@ def test_write_shards_counts(tmp_path):
 
 def test_parquet_is_written_a_row_group_at_a_time(tmp_path, monkeypatch):
     pq = pytest.importorskip("pyarrow.parquet")
-    import ilid_async.outputs as outputs
+    import ilid_async.output.writers as outputs
 
     monkeypatch.setattr(outputs, "PARQUET_ROW_GROUP", 2)
     records = [entry(i) for i in range(5)]
@@ -170,7 +170,7 @@ def test_parquet_is_written_a_row_group_at_a_time(tmp_path, monkeypatch):
 
 def test_an_empty_dataset_still_gives_a_parquet_file_with_every_column(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
-    from ilid_async.outputs import METADATA_EXTRA
+    from ilid_async.output.writers import METADATA_EXTRA
 
     write_outputs(plan_for(tmp_path, ["parquet"]), lambda: iter([]), find_duplicates([], -1))
     table = pq.read_table(tmp_path / "metadata.parquet")

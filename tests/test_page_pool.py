@@ -9,10 +9,10 @@ import signal
 import pytest
 
 from ilid_async.config import Selectors, ShopConfig
-from ilid_async.dataset import stable_id
-from ilid_async.extract import NotExtracted
+from ilid_async.output.dataset import stable_id
+from ilid_async.crawl.extract import NotExtracted
 from ilid_async.filters import compile_tradename
-from ilid_async.page_pool import BATCH_MAX, PageJob, PagePool, PageRecord, process_page
+from ilid_async.crawl.page_pool import BATCH_MAX, PageJob, PagePool, PageRecord, process_page
 
 SHOP = ShopConfig(source="testshop", image_endings=[".jpg"], tradename_regex="acme",
                   selectors=Selectors(product="div.product", image="div.gallery img",

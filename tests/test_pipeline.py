@@ -11,8 +11,8 @@ from conftest import run_cli, write_config
 from PIL import Image
 from shop import SHOP_TOML, Product, ShopServer, TestShop, default_products
 
-from ilid_async.dataset import DATASET_KEYS, stable_id
-from ilid_async.store import sample_of
+from ilid_async.output.dataset import DATASET_KEYS, stable_id
+from ilid_async.run.store import sample_of
 
 # The model, real subprocesses or real time: `pytest -m "not slow"` leaves these out.
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ from conftest import run_cli, write_config
 from rich.console import Console
 from shop import ShopServer, TestShop, many_products
 
-from ilid_async.progress import Progress, format_seconds
-from ilid_async.store import Store
+from ilid_async.run.progress import Progress, format_seconds
+from ilid_async.run.store import Store
 
 LINE = re.compile(r"^progress \[\s*\d+s\] (\w+): (\d+)/(\d+) done, (\S+), (ETA \S+|done), failed (\d+)$")
 

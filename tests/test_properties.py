@@ -18,7 +18,7 @@ from shop import SHOP_TOML
 
 from ilid_async.config import load_config
 from ilid_async.errors import UserError
-from ilid_async.urls import domain_allowed, host_of, split_url
+from ilid_async.crawl.urls import domain_allowed, host_of, split_url
 
 SHOP = SHOP_TOML.replace("{base}", "http://127.0.0.1:9")
 QUICK = settings(max_examples=300, deadline=None)

@@ -11,7 +11,7 @@ from aiohttp import web
 from shop import ShopServer
 
 from ilid_async.config import HostLimits, HttpSettings
-from ilid_async.http import HttpClient
+from ilid_async.crawl.http import HttpClient
 
 
 class StampShop:

@@ -16,7 +16,7 @@ from conftest import REPO, run_cli, write_config
 from shop import ShopServer, TestShop, many_products
 
 from ilid_async.errors import UserError
-from ilid_async.store import Store
+from ilid_async.run.store import Store
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from shop import SHOP_TOML, TestShop, default_products
 
 from ilid_async.cli import main
 from ilid_async.config import Selectors, ShopConfig
-from ilid_async.dataset import stable_id
-from ilid_async.shop_check import check_page
+from ilid_async.output.dataset import stable_id
+from ilid_async.crawl.shop_check import check_page
 
 PRODUCTS = {p.slug: p for p in default_products()}
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from ilid_async.config import HttpSettings
 from ilid_async.errors import ItemError
-from ilid_async.http import HttpClient
-from ilid_async.sitemap import SitemapEntry, SitemapParser, robots_sitemaps, walk_sitemap
+from ilid_async.crawl.http import HttpClient
+from ilid_async.crawl.sitemap import SitemapEntry, SitemapParser, robots_sitemaps, walk_sitemap
 
 NS = "http://www.sitemaps.org/schemas/sitemap/0.9"
 

@@ -14,9 +14,9 @@ from conftest import REPO, run_cli, write_config
 from PIL import Image
 
 from ilid_async.cli import main
-from ilid_async.dataset import make_entry, write_json_atomic
-from ilid_async.report_html import chart_name, sample_entries
-from ilid_async.stats import TOP_WORDS, WORD_FIELDS, compute_stats, word_frequencies, words
+from ilid_async.output.dataset import make_entry, write_json_atomic
+from ilid_async.output.report_html import chart_name, sample_entries
+from ilid_async.output.stats import TOP_WORDS, WORD_FIELDS, compute_stats, word_frequencies, words
 
 EVIL = "<script>alert('x')</script>"
 
@@ -184,7 +184,7 @@ def test_missing_dataset_exit_code_from_the_command(tmp_path):
 
 
 def test_run_commands_do_not_import_matplotlib():
-    code = ("import sys, ilid_async.cli, ilid_async.pipeline, ilid_async.stats; "
+    code = ("import sys, ilid_async.cli, ilid_async.run.pipeline, ilid_async.output.stats; "
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ilid_async.store import Store
+from ilid_async.run.store import Store
 
 
 def test_leases_skip_busy_hosts_and_return_to_pending_on_reopen(tmp_path):
@@ -121,7 +121,7 @@ def test_a_killed_group_loses_its_leases_with_its_results(tmp_path):
     store.close()
     child = (
         "import os, sys\n"
-        "from ilid_async.store import Store\n"
+        "from ilid_async.run.store import Store\n"
         f"store = Store({str(path)!r})\n"
         "store.group_commits(max_items=100, max_seconds=3600)\n"
         "done = store.lease_pages(1)[0].url\n"

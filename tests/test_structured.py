@@ -1,4 +1,4 @@
-"""Tests of ilid_async.structured (schema.org Product in JSON-LD, microdata, OpenGraph) and of
+"""Tests of ilid_async.crawl.structured (schema.org Product in JSON-LD, microdata, OpenGraph) and of
 extract_product using it for shops without selectors or with the structured fallback."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from selectolax.lexbor import LexborHTMLParser
 from shop import Product, ShopServer, TestShop
 
 from ilid_async import reasons
-from ilid_async.extract import (
+from ilid_async.crawl.extract import (
     PAGE_TIME_BUDGET,
     NotExtracted,
     RawRecord,
     Sources,
     extract_product,
 )
-from ilid_async.structured import (
+from ilid_async.crawl.structured import (
     JSONLD,
     MICRODATA,
     NO_DEADLINE,

@@ -14,7 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
-from ilid_async.images import ImageError
+from ilid_async.images.transform import ImageError
 from ilid_async.workers import CALLS_PER_WORKER, LoopPool, RestartingPool, WorkerDied, worker_pool
 
 pytestmark = pytest.mark.slow  # every test spawns worker processes
@@ -221,7 +221,7 @@ def _threads_after_a_matrix_product() -> int:
 
 
 async def test_image_pool_workers_keep_freed_memory_and_run_numpy_on_one_thread():
-    from ilid_async.images import image_pool
+    from ilid_async.images.transform import image_pool
 
     plain, tuned = LoopPool(1), image_pool(1)
     try:

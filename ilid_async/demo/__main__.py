@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from ..cli import run_event_loop
-from .server import start_demo_server
+from ilid_async.cli import run_event_loop
+from ilid_async.demo.server import start_demo_server
 
 __all__ = ["main"]
 

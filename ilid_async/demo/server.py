@@ -24,7 +24,7 @@ from aiohttp import web
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageOps
 
-from .catalogue import Catalogue, Image, Product, build_catalogue
+from ilid_async.demo.catalogue import Catalogue, Image, Product, build_catalogue
 
 __all__ = [
     "SHOP_NAME", "PRODUCTS_PER_SITEMAP", "PLAIN_SITEMAP_NUMBER", "PAGES_LASTMOD", "INFO_PAGES", "SITEMAP_NS",

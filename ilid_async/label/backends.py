@@ -6,7 +6,7 @@ never needs the server client.
 
 from __future__ import annotations
 
-from ..config import LlmSettings, PromptConfig
+from ilid_async.config import LlmSettings, PromptConfig
 
 __all__ = ["make_labeller"]
 
@@ -15,9 +15,9 @@ def make_labeller(llm: LlmSettings, prompt: PromptConfig):
     """The in-process llama.cpp engine, or the client of OpenAI-compatible servers. Either has
     start(), label(label, data) -> LabelResult, close(drain), capacity and stats."""
     if llm.backend == "openai":
-        from .openai_backend import OpenAIBackend
+        from ilid_async.label.openai_backend import OpenAIBackend
 
         return OpenAIBackend(llm, prompt)
-    from .engine import LabelEngine
+    from ilid_async.label.engine import LabelEngine
 
     return LabelEngine(llm, prompt)

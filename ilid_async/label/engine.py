@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import reasons
-from ..config import LlmSettings, PromptConfig
-from ..errors import UserError
-from .prompt import PromptRenderer, chat_format, clean_value, field_prefix, prompt_budget, record_seed, value_end
-from .quality import text_word_set, text_words
-from .result import LabelResult, answer_result, count_result, new_stats
+from ilid_async import reasons
+from ilid_async.config import LlmSettings, PromptConfig
+from ilid_async.errors import UserError
+from ilid_async.label.prompt import PromptRenderer, chat_format, clean_value, field_prefix, prompt_budget, record_seed, value_end
+from ilid_async.label.quality import text_word_set, text_words
+from ilid_async.label.result import LabelResult, answer_result, count_result, new_stats
 
 if TYPE_CHECKING:  # llama_cpp is imported where it is used: loading it is slow
     import llama_cpp

@@ -29,12 +29,12 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from .. import reasons
-from ..config import LlmSettings, PromptConfig
-from ..errors import UserError
-from .prompt import VALUE_STOPS, PromptRenderer, chat_format, clean_value, field_prefix, record_seed, value_end
-from .quality import text_word_set
-from .result import LabelResult, answer_result, count_result, new_stats
+from ilid_async import reasons
+from ilid_async.config import LlmSettings, PromptConfig
+from ilid_async.errors import UserError
+from ilid_async.label.prompt import VALUE_STOPS, PromptRenderer, chat_format, clean_value, field_prefix, record_seed, value_end
+from ilid_async.label.quality import text_word_set
+from ilid_async.label.result import LabelResult, answer_result, count_result, new_stats
 
 __all__ = ["PROBE_TIMEOUT", "MAX_RETRY_AFTER", "AVOID_SECONDS", "NO_DIGITS_GRAMMAR", "OpenAIBackend"]
 

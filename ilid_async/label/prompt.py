@@ -22,9 +22,9 @@ import hashlib
 import re
 from collections.abc import Callable
 
-from ..config import PromptConfig
-from .chat_format import GEMMA_TURNS, ChatFormat
-from .quality import first_word_not_from_text
+from ilid_async.config import PromptConfig
+from ilid_async.label.chat_format import GEMMA_TURNS, ChatFormat
+from ilid_async.label.quality import first_word_not_from_text
 
 __all__ = ["VALUE_STOPS", "DEFAULT_TEMPLATE", "PromptRenderer", "chat_format", "prompt_budget",
            "field_prefix", "answer_text", "value_end", "clean_value", "record_seed"]

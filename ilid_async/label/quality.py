@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from ..fields import GROUNDED_FIELDS
+from ilid_async.fields import GROUNDED_FIELDS
 
 __all__ = [
     "SHORT_LABEL_MAX_WORDS", "DESCRIPTION_MAX_WORDS", "QUALITY_KEYS", "quality_issues", "label_quality", "stem_words",

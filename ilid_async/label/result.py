@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import reasons
-from .quality import QUALITY_KEYS, quality_issues
+from ilid_async import reasons
+from ilid_async.label.quality import QUALITY_KEYS, quality_issues
 
 __all__ = ["LabelResult", "answer_result", "new_stats", "count_result"]
 

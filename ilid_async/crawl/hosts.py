@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from asyncio_throttle import Throttler
 
 if TYPE_CHECKING:
-    from .config import HttpSettings
+    from ilid_async.config import HttpSettings
 
 __all__ = ["Host", "Hosts", "Slot"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from .label.quality import DESCRIPTION_MAX_WORDS, SHORT_LABEL_MAX_WORDS, grounding_counts, label_quality
-from .store import Store
+from ilid_async.label.quality import DESCRIPTION_MAX_WORDS, SHORT_LABEL_MAX_WORDS, grounding_counts, label_quality
+from ilid_async.run.store import Store
 
 __all__ = ["stage_summary", "label_quality_lines", "format_summary"]
 

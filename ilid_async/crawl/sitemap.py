@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from xml.parsers import expat
 
-from . import reasons
-from .errors import ItemError
+from ilid_async import reasons
+from ilid_async.errors import ItemError
 
 __all__ = [
     "GZIP_MAGIC", "XML_NS", "PIECE_BYTES", "MAX_ELEMENTS", "MAX_NESTING", "MAX_NAMES", "MAX_MARKUP_BYTES",

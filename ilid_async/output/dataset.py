@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from .atomic import write_atomic
-from .fields import DATASET_ORDER
+from ilid_async.atomic import write_atomic
+from ilid_async.fields import DATASET_ORDER
 
 __all__ = [
     "DATASET_KEYS", "ID_NAMESPACE", "stable_id", "image_path", "make_entry", "write_json_atomic", "read_dataset",

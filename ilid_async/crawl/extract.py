@@ -25,9 +25,9 @@ from urllib.parse import urljoin
 # lexbor handles the plain CSS the shops use (`div.gallery img`, `[itemprop=name]`).
 from selectolax.lexbor import LexborHTMLParser, LexborNode, SelectolaxError
 
-from . import reasons
-from .structured import NO_DEADLINE, Deadline, PageTimeBudgetExceeded, find_products, text_pieces
-from .urls import split_url
+from ilid_async import reasons
+from ilid_async.crawl.structured import NO_DEADLINE, Deadline, PageTimeBudgetExceeded, find_products, text_pieces
+from ilid_async.crawl.urls import split_url
 
 __all__ = [
     "RawRecord",

@@ -31,9 +31,9 @@ from typing import BinaryIO
 
 import orjson
 
-from . import reasons
-from .errors import UserError
-from .urls import host_of
+from ilid_async import reasons
+from ilid_async.errors import UserError
+from ilid_async.crawl.urls import host_of
 
 __all__ = [
     "SCHEMA", "RECORD_COLUMNS_ADDED", "SITEMAP_COLUMNS_ADDED", "COUNTER_SITEMAPS_UNRECORDED", "LOCK_NAME",

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 
 from selectolax.lexbor import LexborHTMLParser
 
-from . import reasons
-from .config import HttpSettings, ShopConfig
-from .dataset import stable_id
-from .extract import (
+from ilid_async import reasons
+from ilid_async.config import HttpSettings, ShopConfig
+from ilid_async.output.dataset import stable_id
+from ilid_async.crawl.extract import (
     NotExtracted,
     RawRecord,
     candidate_images,
@@ -25,10 +25,10 @@ from .extract import (
     image_src,
     page_base_url,
 )
-from .filters import Cleaned, Rejected, compile_tradename, prefilter_record
-from .stats import printable
-from .structured import ProductData, find_products, text_pieces
-from .urls import domain_allowed
+from ilid_async.filters import Cleaned, Rejected, compile_tradename, prefilter_record
+from ilid_async.output.stats import printable
+from ilid_async.crawl.structured import ProductData, find_products, text_pieces
+from ilid_async.crawl.urls import domain_allowed
 
 __all__ = ["SelectorHit", "PageCheck", "check_page", "fetch_page", "format_check"]
 
@@ -134,7 +134,7 @@ def check_page(shop: ShopConfig, body: bytes, page_url: str, charset: str | None
 async def fetch_page(shop: ShopConfig, url: str, settings: HttpSettings) -> tuple[str, bytes, str | None]:
     """(final URL, body, charset) of a page fetched as the crawl fetches it; raises ItemError
     with the reason the crawl would record (http_404, robots_disallowed, timeout, ...)."""
-    from .http import HttpClient
+    from ilid_async.crawl.http import HttpClient
 
     async with HttpClient(settings) as http:
         resp = await http.get(url, max_bytes=settings.max_page_bytes,

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from . import reasons
-from .config import HttpSettings
-from .dataset import read_dataset, safe_join, write_json_atomic
-from .errors import ItemError, UserError
-from .http import HttpClient
-from .image_fetch import download_image
-from .images import ENCODERS, Encoding, ImageError, image_pool
-from .progress import LIVE_REFRESH, RateWindow, StageProgress, is_terminal
-from .store import disk_full_message
-from .workers import RestartingPool
+from ilid_async import reasons
+from ilid_async.config import HttpSettings
+from ilid_async.output.dataset import read_dataset, safe_join, write_json_atomic
+from ilid_async.errors import ItemError, UserError
+from ilid_async.crawl.http import HttpClient
+from ilid_async.images.fetch import download_image
+from ilid_async.images.transform import ENCODERS, Encoding, ImageError, image_pool
+from ilid_async.run.progress import LIVE_REFRESH, RateWindow, StageProgress, is_terminal
+from ilid_async.run.store import disk_full_message
+from ilid_async.workers import RestartingPool
 
 __all__ = [
     "MAX_NAME_BYTES", "TEMP_NAME_BYTES", "IMAGE_ENDINGS", "SYNC_INTERVAL", "DownloadReport", "image_file", "DownloadProgress",

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from .atomic import write_atomic
-from .dataset import safe_join
-from .fields import DATASET_ORDER
-from .stats import TOP_WORDS, UNIQUE_FIELDS, WORD_FIELDS, DatasetStats, folder_of, printable
+from ilid_async.atomic import write_atomic
+from ilid_async.output.dataset import safe_join
+from ilid_async.fields import DATASET_ORDER
+from ilid_async.output.stats import TOP_WORDS, UNIQUE_FIELDS, WORD_FIELDS, DatasetStats, folder_of, printable
 
 __all__ = ["chart_name", "write_chart", "write_report", "sample_entries"]
 

@@ -27,10 +27,10 @@ from importlib.util import find_spec
 import deflate  # libdeflate: the PNG writer's compressor (encode_png)
 from PIL import Image, ImageFile
 
-from . import reasons
-from .atomic import write_atomic
-from .errors import ItemError
-from .workers import LoopPool
+from ilid_async import reasons
+from ilid_async.atomic import write_atomic
+from ilid_async.errors import ItemError
+from ilid_async.workers import LoopPool
 
 __all__ = [
     "ALLOWED_FORMATS", "ImageError", "NO_SPACE_ERRNOS", "write_failure", "ImageWriteError", "ImageResult", "ENCODERS",

@@ -25,26 +25,26 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
-from . import reasons
-from .config import Config, ShopConfig
-from .dataset import image_path, safe_join
-from .errors import ItemError, UserError
-from .extract import NotExtracted
-from .filters import Rejected, apply_no_value_rule, compile_tradename, postfilter
-from .http import HttpClient
-from .image_fetch import download_image
-from .images import NO_SPACE_ERRNOS, Encoding, ImageError, ImageWriteError, image_pool, write_failure
-from .label.quality import page_words, ungrounded_fields
-from .outputs import OutputPlan, find_duplicates, write_outputs
-from .page_pool import PageJob, PagePool, process_page
-from .sitemap import robots_sitemaps, walk_sitemap
-from .store import ImageTask, LabelTask, PageTask, SitemapTask, Store, StoreError, disk_full_message
-from .urls import domain_allowed, split_url
-from .workers import RestartingPool
+from ilid_async import reasons
+from ilid_async.config import Config, ShopConfig
+from ilid_async.output.dataset import image_path, safe_join
+from ilid_async.errors import ItemError, UserError
+from ilid_async.crawl.extract import NotExtracted
+from ilid_async.filters import Rejected, apply_no_value_rule, compile_tradename, postfilter
+from ilid_async.crawl.http import HttpClient
+from ilid_async.images.fetch import download_image
+from ilid_async.images.transform import NO_SPACE_ERRNOS, Encoding, ImageError, ImageWriteError, image_pool, write_failure
+from ilid_async.label.quality import page_words, ungrounded_fields
+from ilid_async.output.writers import OutputPlan, find_duplicates, write_outputs
+from ilid_async.crawl.page_pool import PageJob, PagePool, process_page
+from ilid_async.crawl.sitemap import robots_sitemaps, walk_sitemap
+from ilid_async.run.store import ImageTask, LabelTask, PageTask, SitemapTask, Store, StoreError, disk_full_message
+from ilid_async.crawl.urls import domain_allowed, split_url
+from ilid_async.workers import RestartingPool
 
 if TYPE_CHECKING:
-    from .label.engine import LabelEngine
-    from .label.openai_backend import OpenAIBackend
+    from ilid_async.label.engine import LabelEngine
+    from ilid_async.label.openai_backend import OpenAIBackend
 
 __all__ = [
     "COMMIT_EVERY", "GRACE_SECONDS", "PAGES_IN_FLIGHT", "PAGE_FAILURES", "ungrounded_rejection", "Stage", "Pipeline"
@@ -324,7 +324,7 @@ class Pipeline:
             chain += [sitemaps, pages]
             self.pages_stage = pages
         if "label" in self.stages:
-            from .label.backends import make_labeller
+            from ilid_async.label.backends import make_labeller
 
             self.engine = make_labeller(cfg.llm, cfg.prompt)  # the engine, or a server client
             await self.engine.start()
@@ -371,7 +371,7 @@ class Pipeline:
     async def _report_progress(self) -> None:
         """One line per stage on stderr (progress.py); host stats go to the store meanwhile,
         so that `status` shows them during the run."""
-        from .progress import Progress
+        from ilid_async.run.progress import Progress
 
         progress = Progress(self.store, [(s.name, s.finished.is_set) for s in self.stages_running],
                             interval=self.progress_interval)

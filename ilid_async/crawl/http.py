@@ -32,11 +32,11 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDictProxy
 from protego import Protego
 
-from . import reasons
-from .config import HttpSettings
-from .errors import ItemError
-from .hosts import Hosts, Slot
-from .urls import host_of, split_url
+from ilid_async import reasons
+from ilid_async.config import HttpSettings
+from ilid_async.errors import ItemError
+from ilid_async.crawl.hosts import Hosts, Slot
+from ilid_async.crawl.urls import host_of, split_url
 
 __all__ = [
     "RETRY_STATUSES", "REDIRECT_STATUSES", "MAX_RETRY_AFTER", "AddressRefused", "address_allowed", "GuardedResolver",

@@ -32,7 +32,7 @@ from urllib.parse import urldefrag, urljoin
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from .urls import split_url
+from ilid_async.crawl.urls import split_url
 
 __all__ = [
     "JSONLD",

@@ -27,12 +27,12 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, cast
 
-from . import reasons
-from .config import ShopConfig
-from .dataset import stable_id
-from .extract import PAGE_TIME_BUDGET, NotExtracted, extract_product
-from .filters import Rejected, compile_tradename, prefilter_record
-from .workers import RestartingPool, WorkerDied, worker_pool
+from ilid_async import reasons
+from ilid_async.config import ShopConfig
+from ilid_async.output.dataset import stable_id
+from ilid_async.crawl.extract import PAGE_TIME_BUDGET, NotExtracted, extract_product
+from ilid_async.filters import Rejected, compile_tradename, prefilter_record
+from ilid_async.workers import RestartingPool, WorkerDied, worker_pool
 
 __all__ = ["BATCH_MAX", "PAGE_CPU_LIMIT", "PageJob", "PageRecord", "process_page", "PagePool"]
 

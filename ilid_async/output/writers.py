@@ -24,8 +24,8 @@ from pathlib import Path
 
 import orjson
 
-from .atomic import write_atomic
-from .dataset import DATASET_KEYS, make_entry, safe_join, write_json_atomic
+from ilid_async.atomic import write_atomic
+from ilid_async.output.dataset import DATASET_KEYS, make_entry, safe_join, write_json_atomic
 
 __all__ = [
     "METADATA_EXTRA", "PARQUET_ROW_GROUP", "Duplicates", "find_duplicates", "OutputPlan", "write_outputs",

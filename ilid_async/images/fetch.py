@@ -7,10 +7,10 @@ import asyncio
 from concurrent.futures import Executor
 from pathlib import Path
 
-from . import reasons
-from .errors import ItemError
-from .http import HttpClient
-from .images import Encoding, ImageResult, transform_image
+from ilid_async import reasons
+from ilid_async.errors import ItemError
+from ilid_async.crawl.http import HttpClient
+from ilid_async.images.transform import Encoding, ImageResult, transform_image
 
 __all__ = ["download_image"]
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .fields import DATASET_ORDER
+from ilid_async.fields import DATASET_ORDER
 
 __all__ = [
     "UNIQUE_FIELDS",

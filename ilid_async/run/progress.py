@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
-from .report import stage_summary
-from .store import Store
+from ilid_async.run.summary import stage_summary
+from ilid_async.run.store import Store
 
 __all__ = [
     "RATE_WINDOW", "LIVE_REFRESH", "MAX_COUNT_SHARE", "StageProgress", "format_seconds", "RateWindow", "Progress",
