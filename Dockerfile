@@ -22,7 +22,7 @@ ENV ILID_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES} \
     ILID_PILLOW_SIMD_AVX2=${PILLOW_SIMD_AVX2} \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY scripts/install-container.sh scripts/install-llama-cpp.sh scripts/llama-cpu-flags.sh scripts/
+COPY scripts/install-container.sh scripts/install-llama-cpp.sh scripts/llama-cpu-flags.sh scripts/llama-slim.cmake scripts/
 RUN bash scripts/install-container.sh system cuda
 # llama-cpp-python first, in its own layer: its CUDA build is by far the longest step, and
 # the package's sources change more often than it does.
@@ -54,7 +54,7 @@ ARG PILLOW_SIMD_AVX2=1
 ENV ILID_PILLOW_SIMD_AVX2=${PILLOW_SIMD_AVX2} \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY scripts/install-container.sh scripts/install-llama-cpp.sh scripts/llama-cpu-flags.sh scripts/
+COPY scripts/install-container.sh scripts/install-llama-cpp.sh scripts/llama-cpu-flags.sh scripts/llama-slim.cmake scripts/
 RUN bash scripts/install-container.sh system cpu
 # hadolint ignore=DL3059
 RUN bash scripts/install-container.sh llama cpu /opt/ilid/venv

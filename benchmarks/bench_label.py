@@ -59,7 +59,9 @@ from label_records import RECORDS
 
 from ilid_async.config import LlmSettings, PromptConfig, load_prompt
 from ilid_async.filters import Rejected, prefilter_record
-from ilid_async.label.engine import LabelEngine, resolve_model_path, text_tokens, vocab_classes
+from ilid_async.label.engine import LabelEngine
+from ilid_async.label.llama import Model, resolve_model_path
+from ilid_async.label.sampling import text_tokens, vocab_classes
 from ilid_async.label.openai_backend import NO_DIGITS_GRAMMAR, OpenAIBackend
 from ilid_async.label.prompt import (VALUE_STOPS, PromptRenderer, chat_format, clean_value, field_prefix,
                                      prompt_budget, value_end)
@@ -111,13 +113,12 @@ class ChatPrompts:
 
     def __init__(self, path: str, llm: LlmSettings, prompt: PromptConfig):
         import llama_cpp
-        from llama_cpp._internals import LlamaModel
 
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True  # tokenizer and metadata only: the sides load their own weights
-        self._model = LlamaModel(path_model=path, params=params, verbose=False)
+        self._model = Model(path, params)
         self.llm, self.prompt = llm, prompt
-        model_template = self._model.metadata().get("tokenizer.chat_template")
+        model_template = self._model.chat_template()
         self.model_has_template = bool(model_template)
         self.renderer = PromptRenderer(prompt, chat_format(model_template, prompt))  # as the engine's
         self.vocab = vocab_classes(self._model.vocab)

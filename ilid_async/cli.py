@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
                         progress_interval=args.progress_interval)
     try:
         run_event_loop(run_with_demo(pipeline, cfg, args.stages))
-        print(format_summary(pipeline.store))
+        print(format_summary(pipeline.store.queries))
         if "dataset" in args.stages:
             print(f"dataset: {cfg.dataset_path}  images: {cfg.images_dir}")
     finally:
@@ -192,7 +192,7 @@ def _status(args: argparse.Namespace) -> int:
         raise UserError(f"{cfg.store_path}: no run state yet (run `ilid-async run {args.config}` first)")
     store = Store(cfg.store_path, readonly=True)
     try:
-        print(format_summary(store))
+        print(format_summary(store.queries))
     finally:
         store.close()
     return 0
@@ -253,7 +253,7 @@ def _stats(args: argparse.Namespace) -> int:
 
         store = Store(store_path, readonly=True)
         try:
-            lines = label_quality_lines(store)
+            lines = label_quality_lines(store.queries)
         finally:
             store.close()
         if lines:

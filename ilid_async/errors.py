@@ -1,7 +1,12 @@
 """The two kinds of failure (docs/architecture.md): a user error stops the command with one line and exit
 code 2; an item error is recorded on its item and never stops the run."""
 
-__all__ = ["UserError", "ItemError"]
+import errno
+
+__all__ = ["UserError", "ItemError", "NO_SPACE_ERRNOS"]
+
+# OSError numbers that mean there is no room to write: a full disk, a quota, a file size limit.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 class UserError(Exception):

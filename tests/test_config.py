@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REPO, assert_one_line_exit_2, run_cli, write_config
+from helpers import REPO, assert_one_line_exit_2, run_cli, write_config
 from shop import SHOP_TOML
 
 from ilid_async.config import load_config, load_shop

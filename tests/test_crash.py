@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import REPO, short_prompt, write_config
+from helpers import REPO, short_prompt, write_config
 from shop import ShopServer, TestShop, many_products
 
 # The model, real subprocesses or real time: `pytest -m "not slow"` leaves these out.

@@ -7,7 +7,7 @@ import re
 
 import orjson
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 from PIL import Image
 
 from ilid_async.output.dataset import DATASET_KEYS
@@ -165,7 +165,7 @@ def test_a_full_disk_stops_the_download_with_one_line(shop_server, tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     base = shop_server.base_url
     entries = [entry(i, f"{base}/img/{name}.jpg", f"part/id-{i}.png")

@@ -7,25 +7,26 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_cli, write_config
-from faulty_shop import (
+from helpers import REPO, run_cli, write_config
+from shop import (
     IMAGE_EXPECTED,
     OFFSITE_SITEMAPS,
     PAGE_EXPECTED,
+    SHOP_TOML,
     SITEMAP_EXPECTED,
-    FaultyShop,
-    NoisyShop,
-    SitemapMaze,
+    ShopServer,
+    TestShop,
     full_disk,
+    hostile_shop,
+    many_products,
 )
-from shop import SHOP_TOML, ShopServer, TestShop, many_products
 
 from ilid_async.run.store import Store
 
 
 @pytest.fixture
 def faulty():
-    server = ShopServer(FaultyShop(), hosts=("127.0.0.2", "127.0.0.3")).start()
+    server = ShopServer(hostile_shop(), hosts=("127.0.0.2", "127.0.0.3")).start()
     yield server
     server.stop()
 
@@ -92,7 +93,7 @@ def test_every_fault_ends_as_it_should(faulty, tmp_path):
     store = Store(tmp_path / "run" / "state.sqlite")
     records = {url.rsplit("/", 1)[1].rsplit(".", 1)[0]: (state, reason) for url, state, reason in
                store.db.execute("SELECT image_url, state, reason FROM records")}
-    hosts = {h["host"]: h for h in store.host_stats()}
+    hosts = {h["host"]: h for h in store.queries.host_stats()}
     store.close()
     assert records.pop("emptylabel") == ("rejected", "empty_label")
     assert records == IMAGE_EXPECTED
@@ -131,7 +132,7 @@ data = "p"
 
 @pytest.fixture
 def maze():
-    server = ShopServer(SitemapMaze(fanout=3, width=3000)).start()
+    server = ShopServer(TestShop(maze_fanout=3, maze_width=3000)).start()
     yield server
     server.stop()
 
@@ -145,7 +146,7 @@ def crawl_maze(tmp_path, maze, seed: str, http: str = "") -> tuple[dict, dict[st
     try:
         rows = {(state, reason, depth): n for state, reason, depth, n in store.db.execute(
             "SELECT state, reason, depth, COUNT(*) FROM sitemaps GROUP BY 1, 2, 3")}
-        return rows, store.counters()
+        return rows, store.queries.counters()
     finally:
         store.close()
 
@@ -156,7 +157,7 @@ def test_an_endless_index_chain_stops_at_max_sitemap_depth(maze, tmp_path):
     # Depths 0 to 4 (http.max_sitemap_depth) are walked: 1 + 3 + 9 + 27 + 81; the 243 children of
     # depth 4 are recorded as too deep, and never fetched.
     assert rows == {("done", None, d): 3 ** d for d in range(5)} | {("failed", "too_deep", 5): 243}
-    assert maze.shop.hits["chain"] == 121
+    assert maze.shop.hits_under("/chain/") == 121
 
 
 @pytest.mark.slow
@@ -164,7 +165,7 @@ def test_an_endless_index_chain_stops_at_max_sitemaps(maze, tmp_path):
     rows, counters = crawl_maze(tmp_path, maze, "/chain/r.xml", "max_sitemap_depth = 50\nmax_sitemaps = 200")
     walked = sum(n for (state, _, _), n in rows.items() if state == "done")
     refused = sum(n for (_, reason, _), n in rows.items() if reason == "too_many_sitemaps")
-    assert walked == 200 == maze.shop.hits["chain"]
+    assert walked == 200 == maze.shop.hits_under("/chain/")
     # As many refusals as walked sitemaps are rows, the rest only a count; every child is one
     # of the two: 3 per walked sitemap, less the 199 that were walked.
     assert refused == 200 and {reason for _, reason, _ in rows} == {None, "too_many_sitemaps"}
@@ -175,7 +176,7 @@ def test_an_endless_index_chain_stops_at_max_sitemaps(maze, tmp_path):
 def test_a_wide_index_stops_at_max_sitemaps(maze, tmp_path):
     rows, counters = crawl_maze(tmp_path, maze, "/wide.xml", "max_sitemaps = 100")
     assert rows == {("done", None, 0): 1, ("done", None, 1): 99, ("failed", "too_many_sitemaps", 1): 100}
-    assert maze.shop.hits["leaf"] == 99
+    assert maze.shop.hits_under("/leaf/") == 99
     assert counters["sitemaps_refused_unrecorded"] == 3000 - 99 - 100
 
 
@@ -211,7 +212,8 @@ def test_image_write_errors_are_recorded_on_their_records(shop6, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
 def test_a_full_disk_stops_the_image_stage_with_one_line_and_loses_nothing(tmp_path, how):
-    server = ShopServer(NoisyShop(many_products(6), noisy_from=3)).start()
+    products = many_products(6)
+    server = ShopServer(TestShop(products=products, noisy_images={p.slug for p in products[3:]})).start()
     try:
         config = write_config(tmp_path, server.shop_toml(), images="workers = 1")
         assert run_cli("run", str(config), "--stages", "crawl", timeout=300).returncode == 0

@@ -4,7 +4,7 @@ filters.reject_ungrounded setting and the post-filter rejection it makes."""
 from __future__ import annotations
 
 import pytest
-from conftest import assert_one_line_exit_2, write_config
+from helpers import assert_one_line_exit_2, write_config
 from shop import SHOP_TOML
 
 from ilid_async.cli import main
@@ -13,7 +13,7 @@ from ilid_async.output.dataset import write_json_atomic
 from ilid_async.fields import GROUNDED_FIELDS
 from ilid_async.label.quality import grounding_counts, page_words, ungrounded_fields
 from ilid_async.label.result import LabelResult
-from ilid_async.run.pipeline import Pipeline, ungrounded_rejection
+from ilid_async.label.stage import LabelStage, ungrounded_rejection
 from ilid_async.run.summary import format_summary, label_quality_lines
 from ilid_async.run.store import Store
 
@@ -88,7 +88,7 @@ def labelled_store(tmp_path, answers: list[dict | None]) -> Store:
 
 def test_labelled_texts_are_the_prefiltered_text_of_labelled_records(tmp_path):
     store = labelled_store(tmp_path, [answer(), None, answer(material="brass")])
-    rows = list(store.labelled_texts())
+    rows = list(store.queries.labelled_texts())
     store.close()
     assert rows == [(PAGE[0], PAGE[1], answer()), (PAGE[0], PAGE[1], answer(material="brass"))]
     assert grounding_counts(rows) == {"label_long": 0, "label_short": 0, "material": 1, "material_finish": 0}
@@ -97,7 +97,7 @@ def test_labelled_texts_are_the_prefiltered_text_of_labelled_records(tmp_path):
 def test_summary_has_the_grounding_line_after_the_quality_line(tmp_path):
     store = labelled_store(tmp_path, [answer(), answer(material="brass", label_long="brass door hinge"),
                                       answer(material="brass")])
-    lines = format_summary(store).splitlines()
+    lines = format_summary(store.queries).splitlines()
     store.close()
     at = next(i for i, line in enumerate(lines) if line.startswith("label quality of 3 answers:"))
     assert lines[at + 1] == ("labels not grounded in the page text: "
@@ -106,8 +106,8 @@ def test_summary_has_the_grounding_line_after_the_quality_line(tmp_path):
 
 def test_no_answers_no_label_quality_lines(tmp_path):
     store = labelled_store(tmp_path, [None])
-    assert label_quality_lines(store) == []
-    assert "not grounded" not in format_summary(store)
+    assert label_quality_lines(store.queries) == []
+    assert "not grounded" not in format_summary(store.queries)
     store.close()
 
 
@@ -177,10 +177,10 @@ async def test_label_stage_rejects_only_the_listed_ungrounded_fields(tmp_path, r
     cfg.run.dir = "run"
     cfg.filters.reject_ungrounded = reject
     labelled_store(tmp_path / "run", [None]).close()
-    pipeline = Pipeline(cfg, ["label"])
-    pipeline.engine = FixedAnswers(answer(material="brass"))
-    (task,) = pipeline.store.lease_for_labelling(1)
-    await pipeline._label_record(task)
-    row = pipeline.store.db.execute("SELECT state, stage, reason, answer IS NOT NULL FROM records").fetchone()
-    pipeline.store.close()
+    store = Store(cfg.store_path)
+    stage = LabelStage(store, FixedAnswers(answer(material="brass")), cfg.filters)
+    (task,) = store.lease_for_labelling(1)
+    await stage.label_record(task)
+    row = store.db.execute("SELECT state, stage, reason, answer IS NOT NULL FROM records").fetchone()
+    store.close()
     assert row == (state, "postfilter" if reason else None, reason, 1)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 import pytest_asyncio
-from conftest import DEFAULT_PROMPT, ZERO_SHOT_PROMPT
+from helpers import DEFAULT_PROMPT, ZERO_SHOT_PROMPT
 
 from ilid_async.config import LlmSettings, load_prompt
 from ilid_async.fields import LABEL_FIELDS

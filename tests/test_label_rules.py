@@ -12,7 +12,7 @@ import sys
 import orjson
 import pytest
 import pytest_asyncio
-from conftest import DEFAULT_PROMPT, REPO, ZERO_SHOT_PROMPT, assert_one_line_exit_2, write_config
+from helpers import DEFAULT_PROMPT, REPO, ZERO_SHOT_PROMPT, assert_one_line_exit_2, write_config
 
 from ilid_async.config import DEFAULT_MAX_WORDS, PACKAGED_PROMPT, LlmSettings, load_config, load_prompt
 from ilid_async.demo.catalogue import build_catalogue

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
-from conftest import assert_one_line_exit_2, run_cli, short_prompt, write_config
+from helpers import assert_one_line_exit_2, run_cli, short_prompt, write_config
 from shop import SHOP_TOML, ShopServer, TestShop, many_products
 
 from ilid_async import reasons
@@ -447,7 +447,7 @@ def test_store_returns_unavailable_records_to_labelling(tmp_path):
     store.commit_labels("r2", answer=None, labels=None, folder=None, fail="server_http_400")
     assert store.requeue_label_failures() == 1
     assert [t.id for t in store.lease_for_labelling(10)] == ["r0"]  # the others stay failed
-    assert store.count_records("failed") == 2
+    assert store.queries.count_records("failed") == 2
     store.close()
 
 

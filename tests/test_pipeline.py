@@ -7,7 +7,7 @@ import sqlite3
 
 import orjson
 import pytest
-from conftest import run_cli, write_config
+from helpers import run_cli, write_config
 from PIL import Image
 from shop import SHOP_TOML, Product, ShopServer, TestShop, default_products
 
@@ -234,7 +234,7 @@ def test_jpeg_images_duplicates_dropped_and_every_output_format(tmp_path):
 
 
 def demo_config(tmp_path, port: int):
-    from conftest import REPO
+    from helpers import REPO
 
     config = tmp_path / "config.toml"
     config.write_text(f'[run]\ndir = "run"\nshops = ["{REPO / "shops" / "demo.toml"}"]\n'

@@ -8,7 +8,7 @@ import re
 import sqlite3
 
 import pytest
-from conftest import run_cli, write_config
+from helpers import run_cli, write_config
 from rich.console import Console
 from shop import ShopServer, TestShop, many_products
 
@@ -75,7 +75,7 @@ def test_rate_and_eta_from_counts(tmp_path):
     store = pages_store(tmp_path, 100)
     clock = Clock()
     finished = False
-    progress = Progress(store, [("pages", lambda: finished)], stream=io.StringIO(), clock=clock)
+    progress = Progress(store.queries, [("pages", lambda: finished)], stream=io.StringIO(), clock=clock)
     assert not progress.live  # a StringIO is no terminal
     first, = progress.snapshot()
     assert (first.done, first.total, first.failed, first.rate) == (0, 100, 0, None)
@@ -109,7 +109,7 @@ def test_rate_and_eta_from_counts(tmp_path):
 def test_rate_is_over_the_recent_window(tmp_path):
     store = pages_store(tmp_path, 1000)
     clock = Clock()
-    progress = Progress(store, [("pages", lambda: False)], stream=io.StringIO(), clock=clock)
+    progress = Progress(store.queries, [("pages", lambda: False)], stream=io.StringIO(), clock=clock)
     progress.snapshot()
     for task in store.lease_pages(600):  # a fast start ...
         store.finish_page(task.url)
@@ -124,7 +124,7 @@ def test_rate_is_over_the_recent_window(tmp_path):
 
 def test_live_display_has_one_row_per_stage(tmp_path):
     store = pages_store(tmp_path, 5)
-    progress = Progress(store, [("sitemaps", lambda: True), ("pages", lambda: False)],
+    progress = Progress(store.queries, [("sitemaps", lambda: True), ("pages", lambda: False)],
                         stream=io.StringIO(), live=True)
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100, color_system=None)
@@ -149,6 +149,6 @@ def test_negative_interval_is_a_user_error(tmp_path):
 @pytest.mark.slow
 def test_no_known_work_has_no_eta(tmp_path):
     store = Store(tmp_path / "state.sqlite")
-    progress = Progress(store, [("pages", lambda: False)], stream=io.StringIO())
+    progress = Progress(store.queries, [("pages", lambda: False)], stream=io.StringIO())
     assert "pages: 0/0 done, -, ETA ?, failed 0" in progress.plain_lines()[0]
     store.close()

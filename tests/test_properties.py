@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import write_config
+from helpers import write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shop import SHOP_TOML

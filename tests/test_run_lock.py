@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, run_cli, write_config
+from helpers import REPO, run_cli, write_config
 from shop import ShopServer, TestShop, many_products
 
 from ilid_async.errors import UserError
@@ -88,7 +88,7 @@ def test_the_store_is_locked_while_open_for_writing_and_readers_need_no_lock(tmp
             Store(path)
         assert str(err.value).startswith(f"{tmp_path}: another ilid-async run (pid {os.getpid()}, started ")
         reader = Store(path, readonly=True)
-        assert reader.count_records("done") == 0  # it reads
+        assert reader.queries.count_records("done") == 0  # it reads
         reader.close()
     finally:
         store.close()

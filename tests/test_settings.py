@@ -4,7 +4,7 @@ naming the file and the key, exit code 2, never a hang, a traceback or a silentl
 from __future__ import annotations
 
 import pytest
-from conftest import DEFAULT_PROMPT, assert_one_line_exit_2, run_cli, write_config
+from helpers import DEFAULT_PROMPT, assert_one_line_exit_2, run_cli, write_config
 from shop import SHOP_TOML
 
 SHOP = SHOP_TOML.replace("{base}", "http://127.0.0.1:9")

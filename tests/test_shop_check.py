@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 from shop import SHOP_TOML, TestShop, default_products
 
 from ilid_async.cli import main

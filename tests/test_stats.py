@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli, write_config
+from helpers import REPO, run_cli, write_config
 from PIL import Image
 
 from ilid_async.cli import main

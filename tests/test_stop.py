@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, short_prompt, write_config
+from helpers import REPO, short_prompt, write_config
 from shop import ShopServer, TestShop, many_products
 
 # The model, real subprocesses or real time: `pytest -m "not slow"` leaves these out.

@@ -52,11 +52,11 @@ def test_a_refetched_page_updates_its_own_record_and_a_copy_elsewhere_is_a_dupli
     # The same page fetched again, unchanged: nothing to do.
     assert store.commit_page_record("http://a.test/p/1", raw_label="Hinge", raw_data=["zinc"],
                                     cleaned=("Hinge", ["zinc"]), **common) == ("record", None)
-    assert store.count_records("to_image") == 1
+    assert store.queries.count_records("to_image") == 1
     # Changed text: labelled again; the old image is named so that it can be removed.
     assert store.commit_page_record("http://a.test/p/1", raw_label="Hinge", raw_data=["brass"],
                                     cleaned=("Hinge", ["brass"]), **common) == ("record", "hinge/r1.png")
-    assert store.count_records("to_label") == 1 and store.count_records("to_image") == 0
+    assert store.queries.count_records("to_label") == 1 and store.queries.count_records("to_image") == 0
     store.close()
 
 
@@ -75,18 +75,18 @@ def test_group_commits_hold_items_until_the_group_is_full_or_flushed(tmp_path):
     path = tmp_path / "state.sqlite"
     store = Store(path)
     store.add_pages("shop", [(f"http://a.test/p/{i}", None) for i in range(6)])
-    store.group_commits(max_items=4, max_seconds=3600)
+    store.database.group_commits(max_items=4, max_seconds=3600)
     leased = store.lease_pages(6)  # one item of the group
     store.finish_page(leased[0].url, outcome="no_image")
     store.finish_page(leased[1].url, failed="http_404")
     # This connection sees its own work; another one sees none of it yet.
-    assert store.count_records("to_label") == 0
+    assert store.queries.count_records("to_label") == 0
     assert set(_committed_pages(path).values()) == {"pending"}
     store.finish_page(leased[2].url, outcome="no_image")  # the fourth item: the group commits
     assert list(_committed_pages(path).values()).count("done") == 2
     store.finish_page(leased[3].url, outcome="no_image")
     assert list(_committed_pages(path).values()).count("done") == 2
-    store.flush()
+    store.database.flush()
     assert list(_committed_pages(path).values()).count("done") == 3
     store.close()
 
@@ -95,15 +95,15 @@ def test_a_failing_item_in_a_group_rolls_back_only_itself(tmp_path):
     path = tmp_path / "state.sqlite"
     store = Store(path)
     store.add_pages("shop", [("http://a.test/p/1", None), ("http://a.test/p/2", None)])
-    store.group_commits(max_items=100, max_seconds=3600)
+    store.database.group_commits(max_items=100, max_seconds=3600)
     store.finish_page("http://a.test/p/1", outcome="no_image")
     try:
-        with store.transaction() as db:
+        with store.database.transaction() as db:
             db.execute("UPDATE pages SET state='done' WHERE url='http://a.test/p/2'")
             raise RuntimeError("the item's work failed half-way")
     except RuntimeError:
         pass
-    store.flush()
+    store.database.flush()
     assert _committed_pages(path) == {"http://a.test/p/1": "done", "http://a.test/p/2": "pending"}
     store.close()
 
@@ -123,7 +123,7 @@ def test_a_killed_group_loses_its_leases_with_its_results(tmp_path):
         "import os, sys\n"
         "from ilid_async.run.store import Store\n"
         f"store = Store({str(path)!r})\n"
-        "store.group_commits(max_items=100, max_seconds=3600)\n"
+        "store.database.group_commits(max_items=100, max_seconds=3600)\n"
         "done = store.lease_pages(1)[0].url\n"
         "store.finish_page(done, outcome='no_image')\n"
         "store.lease_pages(2)\n"
@@ -151,7 +151,7 @@ def test_a_corrupt_state_store_is_a_user_error_naming_it(tmp_path, content, read
 
 @pytest.mark.slow
 def test_status_of_a_corrupt_store_is_one_line_exit_2(tmp_path):
-    from conftest import run_cli, write_config
+    from helpers import run_cli, write_config
 
     config = write_config(tmp_path, "source = 'x'\nsitemap_urls = ['http://127.0.0.1:9/s.xml']\n")
     (tmp_path / "run").mkdir()
@@ -189,7 +189,7 @@ def test_an_older_store_gains_the_sitemap_depth_and_children_count_against_the_c
                         "http://b.test/x.xml": ("failed", "off_domain", 1),
                         children[2]: ("failed", "too_many_sitemaps", 1),
                         children[3]: ("failed", "too_many_sitemaps", 1)}
-        assert store.counters() == {"sitemaps_refused_unrecorded": 1}  # children[4]
+        assert store.queries.counters() == {"sitemaps_refused_unrecorded": 1}  # children[4]
         assert [t.depth for t in store.lease_sitemaps(10)] == [1, 1]
     finally:
         store.close()
@@ -209,7 +209,7 @@ def test_a_store_another_program_keeps_locked_is_one_line_exit_2_and_status_stil
     import subprocess
     import sys
 
-    from conftest import run_cli, write_config
+    from helpers import run_cli, write_config
 
     config = write_config(tmp_path, "source = 'x'\nsitemap_urls = ['http://127.0.0.1:9/s.xml']\n")
     path = tmp_path / "run" / "state.sqlite"
@@ -241,9 +241,8 @@ def test_a_full_disk_under_the_store_stops_the_crawl_with_one_line_and_the_next_
     import subprocess
     import sys
 
-    from conftest import REPO, run_cli, write_config
-    from faulty_shop import full_disk
-    from shop import ShopServer, TestShop, many_products
+    from helpers import REPO, run_cli, write_config
+    from shop import ShopServer, TestShop, full_disk, many_products
 
     server = ShopServer(TestShop(products=many_products(300))).start()
     try:

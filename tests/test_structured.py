@@ -8,7 +8,7 @@ import json
 import sqlite3
 
 import pytest
-from conftest import run_cli, write_config
+from helpers import run_cli, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from selectolax.lexbor import LexborHTMLParser

@@ -17,7 +17,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from urllib.parse import quote
 
 from aiohttp import web
@@ -28,8 +28,8 @@ from ilid_async.demo.catalogue import Catalogue, Image, Product, build_catalogue
 
 __all__ = [
     "SHOP_NAME", "PRODUCTS_PER_SITEMAP", "PLAIN_SITEMAP_NUMBER", "PAGES_LASTMOD", "INFO_PAGES", "SITEMAP_NS",
-    "IMAGE_NS", "render_image", "PLACEHOLDER_SVG", "LOGO_SVG", "SHOP_CSS", "Handler", "DemoServer",
-    "start_demo_server"
+    "IMAGE_NS", "render_image", "PLACEHOLDER_SVG", "LOGO_SVG", "SHOP_CSS", "urlset", "sitemap_index", "Handler",
+    "DemoServer", "start_demo_server"
 ]
 
 SHOP_NAME = "Werkstock Industrial Supply"
@@ -445,12 +445,16 @@ class _Pages:
 # --------------------------------------------------------------------------------------------
 # Sitemaps.
 
-def _urlset(entries: list[tuple[str, str, list[str]]]) -> bytes:
-    """A <urlset> of (loc, lastmod, image locs)."""
+def _lastmod(lastmod: str | None) -> str:
+    return f"\n    <lastmod>{lastmod}</lastmod>" if lastmod else ""
+
+
+def urlset(entries: Sequence[tuple[str, str | None, Sequence[str]]]) -> bytes:
+    """A <urlset> of (loc, lastmod or None, image locs)."""
     lines = ['<?xml version="1.0" encoding="UTF-8"?>',
              f'<urlset xmlns="{SITEMAP_NS}" xmlns:image="{IMAGE_NS}">']
     for loc, lastmod, images in entries:
-        lines.append(f"  <url>\n    <loc>{_e(loc)}</loc>\n    <lastmod>{lastmod}</lastmod>")
+        lines.append(f"  <url>\n    <loc>{_e(loc)}</loc>{_lastmod(lastmod)}")
         for img in images:  # image sitemap extension, as shop systems emit it
             lines.append(f"    <image:image><image:loc>{_e(img)}</image:loc></image:image>")
         lines.append("  </url>")
@@ -458,11 +462,11 @@ def _urlset(entries: list[tuple[str, str, list[str]]]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _sitemap_index(entries: list[tuple[str, str]]) -> bytes:
+def sitemap_index(entries: Iterable[tuple[str, str | None]]) -> bytes:
+    """A <sitemapindex> of (loc, lastmod or None)."""
     lines = ['<?xml version="1.0" encoding="UTF-8"?>', f'<sitemapindex xmlns="{SITEMAP_NS}">']
     for loc, lastmod in entries:
-        lines.append(f"  <sitemap>\n    <loc>{_e(loc)}</loc>\n    <lastmod>{lastmod}</lastmod>\n"
-                     "  </sitemap>")
+        lines.append(f"  <sitemap>\n    <loc>{_e(loc)}</loc>{_lastmod(lastmod)}\n  </sitemap>")
     lines.append("</sitemapindex>")
     return ("\n".join(lines) + "\n").encode()
 
@@ -604,14 +608,14 @@ class DemoServer:
                    for name, chunk in zip(self.product_sitemap_names, self.product_chunks)]
         entries.append((f"{base}/sitemaps/pages.xml", PAGES_LASTMOD))
         # Raw gzip bytes, no Content-Encoding: the client must gunzip the file itself.
-        return self._bytes(gzip.compress(_sitemap_index(entries), mtime=0), "application/x-gzip")
+        return self._bytes(gzip.compress(sitemap_index(entries), mtime=0), "application/x-gzip")
 
     async def _pages_sitemap(self, request: web.Request) -> web.Response:
         base = self._base(request)
         entries: list[tuple[str, str, list[str]]] = [(f"{base}/", PAGES_LASTMOD, [])]
         entries += [(f"{base}/c/{c.slug}", PAGES_LASTMOD, []) for c in self.catalogue.categories]
         entries += [(f"{base}/{key}", PAGES_LASTMOD, []) for key in INFO_PAGES]
-        return self._bytes(_urlset(entries), "application/xml; charset=utf-8")
+        return self._bytes(urlset(entries), "application/xml; charset=utf-8")
 
     async def _product_sitemap(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -622,7 +626,7 @@ class DemoServer:
         entries = [(f"{base}/p/{p.slug}", p.lastmod,
                     [f"{base}/img/{quote(i.name)}" for i in p.images if i.format != "SVG"])
                    for p in chunk]
-        xml = _urlset(entries)
+        xml = urlset(entries)
         if name == self.plain_sitemap_name:
             # Served already decompressed despite the .gz name, as some servers do.
             return self._bytes(xml, "application/xml; charset=utf-8")

@@ -29,11 +29,11 @@ from PIL import Image, ImageFile
 
 from ilid_async import reasons
 from ilid_async.atomic import write_atomic
-from ilid_async.errors import ItemError
+from ilid_async.errors import NO_SPACE_ERRNOS, ItemError
 from ilid_async.workers import LoopPool
 
 __all__ = [
-    "ALLOWED_FORMATS", "ImageError", "NO_SPACE_ERRNOS", "write_failure", "ImageWriteError", "ImageResult", "ENCODERS",
+    "ALLOWED_FORMATS", "ImageError", "write_failure", "ImageWriteError", "ImageResult", "ENCODERS",
     "PNG_ENCODER", "encode_png", "STILL_DECODER", "decode_webp", "png_plan", "decode_png", "Encoding",
     "perceptual_hash", "hamming", "fit_size", "pad_edge", "to_rgb", "transform_image", "MALLOC_KEEP_BLOCKS",
     "MALLOC_KEEP_FREE", "keep_freed_memory", "prepare_image_worker", "image_pool"
@@ -81,8 +81,6 @@ class ImageError(ItemError):
         return (type(self), (self.reason, self.detail))
 
 
-# OSError numbers that mean there is no room to write: a full disk, a quota, a file size limit.
-NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _WRITE_REASONS = {
     errno.EEXIST: reasons.FOLDER_IS_A_FILE,  # a file where the image's folder should be
     errno.ENOTDIR: reasons.FOLDER_IS_A_FILE,

@@ -23,7 +23,7 @@ from ilid_async.crawl.http import HttpClient
 from ilid_async.images.fetch import download_image
 from ilid_async.images.transform import ENCODERS, Encoding, ImageError, image_pool
 from ilid_async.run.progress import LIVE_REFRESH, RateWindow, StageProgress, is_terminal
-from ilid_async.run.store import disk_full_message
+from ilid_async.run.database import disk_full_message
 from ilid_async.workers import RestartingPool
 
 __all__ = [

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from ilid_async.run.summary import stage_summary
-from ilid_async.run.store import Store
+from ilid_async.run.queries import StoreQueries
 
 __all__ = [
     "RATE_WINDOW", "LIVE_REFRESH", "MAX_COUNT_SHARE", "StageProgress", "format_seconds", "RateWindow", "Progress",
@@ -83,7 +83,7 @@ class Progress:
     ``stages`` are (name, finished) pairs: the pipeline's running stages by name, and a callable
     saying whether that stage has ended."""
 
-    def __init__(self, store: Store, stages: Iterable[tuple[str, Callable[[], bool]]], *,
+    def __init__(self, store: StoreQueries, stages: Iterable[tuple[str, Callable[[], bool]]], *,
                  interval: float = 10.0, stream: TextIO | None = None, live: bool | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.store = store

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from ilid_async.label.quality import DESCRIPTION_MAX_WORDS, SHORT_LABEL_MAX_WORDS, grounding_counts, label_quality
-from ilid_async.run.store import Store
+from ilid_async.run.queries import StoreQueries
 
 __all__ = ["stage_summary", "label_quality_lines", "format_summary"]
 
@@ -34,7 +34,7 @@ def _row(stage: str, found: int, done: int, pending: int = 0, rejected: Counter 
             "rejected": rejected or Counter(), "failed": failed or Counter()}
 
 
-def stage_summary(store: Store) -> list[dict]:
+def stage_summary(store: StoreQueries) -> list[dict]:
     """One dict per stage: name, found, done, pending, rejected and failed by reason."""
     counts = store.state_counts()
     sm, _, sm_failed = _tally(counts["sitemaps"])
@@ -74,7 +74,7 @@ def stage_summary(store: Store) -> list[dict]:
     return rows
 
 
-def label_quality_lines(store: Store) -> list[str]:
+def label_quality_lines(store: StoreQueries) -> list[str]:
     """The summary's label-quality lines (none before any answer): rule breaks, then fields
     with a word the record's pre-filtered page text does not contain."""
     quality = label_quality(store.answers())
@@ -89,7 +89,7 @@ def label_quality_lines(store: Store) -> list[str]:
     ]
 
 
-def format_summary(store: Store) -> str:
+def format_summary(store: StoreQueries) -> str:
     lines = [f"{'stage':<11}{'found':>8}{'done':>8}{'pending':>9}  rejected / failed (reasons)"]
     for row in stage_summary(store):
         lines.append(
