@@ -114,7 +114,6 @@ class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.database = Database(path, readonly=readonly)
         self.queries = StoreQueries(self.database)
-        self.path = self.database.path
         self._hosts_seen: dict[str, set[str]] = {}  # per table, hosts met while leasing
 
     @property
